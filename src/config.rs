@@ -1,0 +1,374 @@
+//! Configuration: built-in defaults, then an optional TOML file, then environment
+//! variables `MXCD__SECTION__KEY`. Every key is documented in `config/mxcd.example.toml`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ServerName, UserId};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The server name in the `mxc://` URIs this repository owns.
+    pub server_name: String,
+    pub http: HttpSettings,
+    pub homeserver: HomeserverSettings,
+    pub auth: AuthSettings,
+    pub database: DatabaseSettings,
+    pub storage: StorageSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Number of HTTP worker threads (0 = one per CPU core).
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeserverSettings {
+    /// Base URL of the homeserver, used to check access tokens (`/account/whoami`).
+    pub url: String,
+    /// Timeout for one request to the homeserver, in seconds.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// How long a token the homeserver accepted is trusted without asking again.
+    pub cache_ttl_secs: u64,
+    /// How long a token the homeserver rejected stays rejected without asking again.
+    pub negative_cache_ttl_secs: u64,
+    /// Tokens accepted without asking the homeserver (appservices, bots): token → user id.
+    pub static_tokens: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host:port/db`.
+    pub url: Secret,
+    /// Maximum open connections in the pool.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Filesystem,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    /// Directory for blobs (filesystem backend).
+    pub path: PathBuf,
+    /// Bucket name (s3 backend).
+    pub bucket: Option<String>,
+    /// Endpoint URL, e.g. `http://127.0.0.1:8333` (s3 backend; empty = AWS).
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Allow plain-HTTP endpoints (local S3 servers).
+    pub allow_http: bool,
+    /// Use virtual-hosted-style requests (`bucket.endpoint`) instead of path-style.
+    pub virtual_hosted_style: bool,
+    /// Key prefix inside the bucket or directory, to share one bucket between deployments.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSettings {
+    /// Largest accepted upload, in bytes (`m.upload.size`).
+    pub max_upload_bytes: u64,
+    /// Media created while this is on is only served by the authenticated endpoints.
+    pub freeze_unauthenticated: bool,
+    /// Pending (created but not yet uploaded) media a user may hold at once.
+    pub max_pending_uploads: u32,
+    /// How long a `/create`d media id stays uploadable, in seconds.
+    pub pending_expiry_secs: u64,
+    /// Upper bound for a client's `timeout_ms` when waiting for pending media.
+    pub max_wait_ms: u64,
+    /// How often the sweeper removes orphaned blobs and expired pending media.
+    pub sweep_interval_secs: u64,
+    /// Blobs younger than this are never swept (uploads in flight).
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            http: HttpSettings::default(),
+            homeserver: HomeserverSettings::default(),
+            auth: AuthSettings::default(),
+            database: DatabaseSettings::default(),
+            storage: StorageSettings::default(),
+            media: MediaSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8090".into(),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for HomeserverSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8008".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 60,
+            negative_cache_ttl_secs: 10,
+            static_tokens: HashMap::new(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret("sqlite://data/mxcd.db".into()),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::Filesystem,
+            path: "data/media".into(),
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            prefix: String::new(),
+        }
+    }
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 100 * 1024 * 1024,
+            freeze_unauthenticated: true,
+            max_pending_uploads: 10,
+            pending_expiry_secs: 24 * 3600,
+            max_wait_ms: 20_000,
+            sweep_interval_secs: 3600,
+            orphan_grace_secs: 3600,
+        }
+    }
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+/// A configuration error, as one line naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// The checked configuration the rest of the program runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server_name: ServerName,
+    pub bind: SocketAddr,
+    pub settings: Settings,
+    pub static_tokens: HashMap<String, UserId>,
+}
+
+impl Config {
+    /// Load defaults, then `file` (if any), then `MXCD__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("MXCD__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Serialized::defaults(settings)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment reports every error; the first names the key, which is what an operator needs.
+            let first = e
+                .into_iter()
+                .next()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            ConfigError(first.replace('\n', " "))
+        })?;
+        settings.validate()
+    }
+}
+
+impl Settings {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let bad = |key: &str, why: &str| ConfigError(format!("`{key}`: {why}"));
+        let server_name =
+            ServerName::parse(&self.server_name).map_err(|e| bad("server_name", &e.to_string()))?;
+        let bind = self
+            .http
+            .bind
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("http.bind", "expected an address like 127.0.0.1:8090"))?;
+        url::Url::parse(&self.homeserver.url).map_err(|_| {
+            bad(
+                "homeserver.url",
+                "expected a URL like http://127.0.0.1:8008",
+            )
+        })?;
+        let db = self.database.url.expose();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres:")
+            || db.starts_with("postgresql:"))
+        {
+            return Err(bad("database.url", "expected sqlite://… or postgres://…"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(bad("database.max_connections", "must be at least 1"));
+        }
+        if self.storage.backend == StorageBackend::S3
+            && self.storage.bucket.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(bad(
+                "storage.bucket",
+                "required when storage.backend = \"s3\"",
+            ));
+        }
+        if self.media.max_upload_bytes == 0 {
+            return Err(bad("media.max_upload_bytes", "must be at least 1"));
+        }
+        if self.media.pending_expiry_secs == 0 {
+            return Err(bad("media.pending_expiry_secs", "must be at least 1"));
+        }
+        if self.media.sweep_interval_secs == 0 {
+            return Err(bad("media.sweep_interval_secs", "must be at least 1"));
+        }
+        let mut static_tokens = HashMap::new();
+        for (token, user) in &self.auth.static_tokens {
+            let user = UserId::parse(user).map_err(|_| {
+                bad(
+                    "auth.static_tokens",
+                    &format!("{user:?} is not a Matrix user id"),
+                )
+            })?;
+            static_tokens.insert(token.clone(), user);
+        }
+        Ok(Config {
+            server_name,
+            bind,
+            settings: self,
+            static_tokens,
+        })
+    }
+}
+
+impl MediaSettings {
+    pub fn pending_expiry(&self) -> Duration {
+        Duration::from_secs(self.pending_expiry_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert_eq!(c.settings.media.max_upload_bytes, 104_857_600);
+        assert!(c.settings.media.freeze_unauthenticated);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let f = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[media]\nmax_upload_bytes = \"lots\""));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("max_upload_bytes"), "{e}");
+        assert!(!e.contains('\n'));
+
+        let f = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[media]\nmax_uplod_bytes = 5"));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("max_uplod_bytes"), "{e}");
+
+        let f = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("server_name = \"bad name\""));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("server_name"), "{e}");
+    }
+
+    #[test]
+    fn s3_requires_a_bucket() {
+        let f = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[storage]\nbackend = \"s3\""));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("storage.bucket"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = format!("{:?}", Settings::default().database);
+        assert!(!s.contains("sqlite://"), "{s}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Metadata layer: one trait, [`MediaRepo`], with a SQLite and a Postgres implementation
+//! sharing the same SQL (both accept `$N` placeholders).
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{ContentHash, ContentType, FileName, Mxc, UserId};
+
+pub use sql::{PgRepo, SqliteRepo};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("row {0} holds invalid data: {1}")]
+    Corrupt(String, &'static str),
+}
+
+/// The content of an uploaded media item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub content_type: ContentType,
+    pub filename: Option<FileName>,
+    pub size: u64,
+    pub sha256: ContentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaState {
+    /// Reserved with `/create`; content may be uploaded until `expires_ts`.
+    Pending { expires_ts: Millis },
+    Ready {
+        content: Content,
+        uploaded_ts: Millis,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRecord {
+    pub mxc: Mxc,
+    pub uploader: Option<UserId>,
+    pub created_ts: Millis,
+    pub last_access_ts: Millis,
+    /// Only reachable through the authenticated endpoints (legacy freeze).
+    pub authenticated: bool,
+    pub state: MediaState,
+}
+
+/// A new media item with its content already stored.
+#[derive(Debug, Clone)]
+pub struct NewMedia {
+    pub mxc: Mxc,
+    pub uploader: Option<UserId>,
+    pub content: Content,
+    pub now: Millis,
+    pub authenticated: bool,
+}
+
+/// A new reservation for an async upload.
+#[derive(Debug, Clone)]
+pub struct NewPending {
+    pub mxc: Mxc,
+    pub uploader: UserId,
+    pub now: Millis,
+    pub expires_ts: Millis,
+    pub authenticated: bool,
+}
+
+/// The media id is taken already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyExists;
+
+#[async_trait]
+pub trait MediaRepo: Send + Sync + 'static {
+    /// Apply pending migrations.
+    async fn migrate(&self) -> Result<(), RepoError>;
+
+    /// Record an uploaded media item.
+    async fn insert_media(&self, media: &NewMedia) -> Result<Result<(), AlreadyExists>, RepoError>;
+
+    /// Reserve a media id for an async upload, unless the uploader already holds
+    /// `max_pending` unexpired reservations. Returns false when the limit is reached.
+    async fn create_pending(
+        &self,
+        pending: &NewPending,
+        max_pending: u32,
+    ) -> Result<bool, RepoError>;
+
+    /// Attach content to a pending media item. Returns false if the item is unknown or
+    /// has content already (a concurrent upload won).
+    async fn finish_pending(
+        &self,
+        mxc: &Mxc,
+        content: &Content,
+        now: Millis,
+    ) -> Result<bool, RepoError>;
+
+    async fn get_media(&self, mxc: &Mxc) -> Result<Option<MediaRecord>, RepoError>;
+
+    /// Record an access (for cache eviction and retention).
+    async fn touch_media(&self, mxc: &Mxc, now: Millis) -> Result<(), RepoError>;
+
+    /// Whether any metadata row refers to this blob.
+    async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError>;
+
+    /// Delete reservations whose upload deadline passed before `before`.
+    async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError>;
+
+    /// A cheap round trip, for health checks.
+    async fn ping(&self) -> Result<(), RepoError>;
+}
+
+/// Connect to the database named by `url` (`sqlite:` or `postgres:`), creating a
+/// SQLite file if needed. Migrations are not applied here.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn MediaRepo>, RepoError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteRepo::connect(url, max_connections).await?))
+    } else {
+        Ok(Arc::new(PgRepo::connect(url, max_connections).await?))
+    }
+}

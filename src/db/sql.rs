@@ -1,0 +1,281 @@
+//! The SQL implementation shared by both backends. The statements are written once;
+//! [`impl_media_repo!`] instantiates the trait for each pool type.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{
+    AlreadyExists, Content, MediaRecord, MediaRepo, MediaState, Millis, NewMedia, NewPending,
+    RepoError,
+};
+use crate::domain::{ContentHash, ContentType, FileName, MediaId, Mxc, ServerName, UserId};
+
+const INSERT_MEDIA: &str = "INSERT INTO media (server_name, media_id, uploader, content_type, filename, \
+     size_bytes, sha256, created_ts, uploaded_ts, expires_ts, last_access_ts, authenticated) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL, $8, $9) \
+     ON CONFLICT (server_name, media_id) DO NOTHING";
+
+const CREATE_PENDING: &str = "INSERT INTO media (server_name, media_id, uploader, created_ts, \
+     expires_ts, last_access_ts, authenticated) \
+     SELECT $1, $2, $3, $4, $5, $4, $6 \
+     WHERE (SELECT COUNT(*) FROM media WHERE uploader = $3 AND sha256 IS NULL AND expires_ts > $4) < $7 \
+     ON CONFLICT (server_name, media_id) DO NOTHING";
+
+const FINISH_PENDING: &str = "UPDATE media SET content_type = $1, filename = $2, size_bytes = $3, \
+     sha256 = $4, uploaded_ts = $5, expires_ts = NULL, last_access_ts = $5 \
+     WHERE server_name = $6 AND media_id = $7 AND sha256 IS NULL";
+
+const GET_MEDIA: &str = "SELECT server_name, media_id, uploader, content_type, filename, size_bytes, \
+     sha256, created_ts, uploaded_ts, expires_ts, last_access_ts, authenticated \
+     FROM media WHERE server_name = $1 AND media_id = $2";
+
+const TOUCH_MEDIA: &str = "UPDATE media SET last_access_ts = $1 WHERE server_name = $2 AND media_id = $3 AND last_access_ts < $1";
+
+const BLOB_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1)";
+
+const DELETE_EXPIRED_PENDING: &str = "DELETE FROM media WHERE sha256 IS NULL AND expires_ts < $1";
+
+#[derive(sqlx::FromRow)]
+struct MediaRow {
+    server_name: String,
+    media_id: String,
+    uploader: Option<String>,
+    content_type: Option<String>,
+    filename: Option<String>,
+    size_bytes: Option<i64>,
+    sha256: Option<String>,
+    created_ts: i64,
+    uploaded_ts: Option<i64>,
+    expires_ts: Option<i64>,
+    last_access_ts: i64,
+    authenticated: bool,
+}
+
+impl TryFrom<MediaRow> for MediaRecord {
+    type Error = RepoError;
+
+    fn try_from(r: MediaRow) -> Result<Self, RepoError> {
+        let key = format!("{}/{}", r.server_name, r.media_id);
+        let corrupt = |what| RepoError::Corrupt(key.clone(), what);
+        let mxc = Mxc::new(
+            ServerName::parse(&r.server_name).map_err(|_| corrupt("server_name"))?,
+            MediaId::parse(&r.media_id).map_err(|_| corrupt("media_id"))?,
+        );
+        let uploader = r
+            .uploader
+            .as_deref()
+            .map(UserId::parse)
+            .transpose()
+            .map_err(|_| corrupt("uploader"))?;
+        let state = match (r.sha256, r.uploaded_ts) {
+            (Some(hash), Some(uploaded_ts)) => {
+                let content_type = r.content_type.ok_or_else(|| corrupt("content_type"))?;
+                let content = Content {
+                    content_type: ContentType::parse(&content_type)
+                        .map_err(|_| corrupt("content_type"))?,
+                    filename: r
+                        .filename
+                        .as_deref()
+                        .map(FileName::parse)
+                        .transpose()
+                        .map_err(|_| corrupt("filename"))?,
+                    size: r
+                        .size_bytes
+                        .and_then(|s| u64::try_from(s).ok())
+                        .ok_or_else(|| corrupt("size_bytes"))?,
+                    sha256: ContentHash::from_hex(&hash).map_err(|_| corrupt("sha256"))?,
+                };
+                MediaState::Ready {
+                    content,
+                    uploaded_ts,
+                }
+            }
+            (None, _) => MediaState::Pending {
+                expires_ts: r.expires_ts.ok_or_else(|| corrupt("expires_ts"))?,
+            },
+            (Some(_), None) => return Err(corrupt("uploaded_ts")),
+        };
+        Ok(MediaRecord {
+            mxc,
+            uploader,
+            created_ts: r.created_ts,
+            last_access_ts: r.last_access_ts,
+            authenticated: r.authenticated,
+            state,
+        })
+    }
+}
+
+fn size_to_db(size: u64) -> i64 {
+    // Sizes are bounded by max_upload_bytes long before i64::MAX.
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+macro_rules! impl_media_repo {
+    ($repo:ty) => {
+        #[async_trait]
+        impl MediaRepo for $repo {
+            async fn migrate(&self) -> Result<(), RepoError> {
+                Self::MIGRATOR.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_media(
+                &self,
+                m: &NewMedia,
+            ) -> Result<Result<(), AlreadyExists>, RepoError> {
+                let done = sqlx::query(INSERT_MEDIA)
+                    .bind(m.mxc.server_name.as_str())
+                    .bind(m.mxc.media_id.as_str())
+                    .bind(m.uploader.as_ref().map(UserId::as_str))
+                    .bind(m.content.content_type.as_str())
+                    .bind(m.content.filename.as_ref().map(FileName::as_str))
+                    .bind(size_to_db(m.content.size))
+                    .bind(m.content.sha256.to_hex())
+                    .bind(m.now)
+                    .bind(m.authenticated)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(AlreadyExists)
+                })
+            }
+
+            async fn create_pending(
+                &self,
+                p: &NewPending,
+                max_pending: u32,
+            ) -> Result<bool, RepoError> {
+                let done = sqlx::query(CREATE_PENDING)
+                    .bind(p.mxc.server_name.as_str())
+                    .bind(p.mxc.media_id.as_str())
+                    .bind(p.uploader.as_str())
+                    .bind(p.now)
+                    .bind(p.expires_ts)
+                    .bind(p.authenticated)
+                    .bind(i64::from(max_pending))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn finish_pending(
+                &self,
+                mxc: &Mxc,
+                c: &Content,
+                now: Millis,
+            ) -> Result<bool, RepoError> {
+                let done = sqlx::query(FINISH_PENDING)
+                    .bind(c.content_type.as_str())
+                    .bind(c.filename.as_ref().map(FileName::as_str))
+                    .bind(size_to_db(c.size))
+                    .bind(c.sha256.to_hex())
+                    .bind(now)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn get_media(&self, mxc: &Mxc) -> Result<Option<MediaRecord>, RepoError> {
+                let row: Option<MediaRow> = sqlx::query_as(GET_MEDIA)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(MediaRecord::try_from).transpose()
+            }
+
+            async fn touch_media(&self, mxc: &Mxc, now: Millis) -> Result<(), RepoError> {
+                sqlx::query(TOUCH_MEDIA)
+                    .bind(now)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError> {
+                let found: bool = sqlx::query_scalar(BLOB_REFERENCED)
+                    .bind(hash.to_hex())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(found)
+            }
+
+            async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError> {
+                let done = sqlx::query(DELETE_EXPIRED_PENDING)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn ping(&self) -> Result<(), RepoError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// The embedded default: one SQLite file in WAL mode.
+pub struct SqliteRepo {
+    pool: SqlitePool,
+}
+
+impl SqliteRepo {
+    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RepoError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| RepoError::Database(sqlx::Error::Io(e)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+impl_media_repo!(SqliteRepo);
+
+/// The production backend, shared by any number of mxcd processes.
+pub struct PgRepo {
+    pool: PgPool,
+}
+
+impl PgRepo {
+    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RepoError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+impl_media_repo!(PgRepo);

@@ -1,0 +1,111 @@
+//! Wiring: build the services from a [`Config`] and run the HTTP server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::{self, MediaRepo, RepoError};
+use crate::media::MediaService;
+use crate::routes;
+use crate::storage::{BlobStore, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Database(#[source] RepoError),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] RepoError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    media: MediaService,
+}
+
+/// Connect to the database and apply migrations.
+pub async fn open_repo(config: &Config) -> Result<Arc<dyn MediaRepo>, StartupError> {
+    let db = &config.settings.database;
+    let repo = db::connect(db.url.expose(), db.max_connections)
+        .await
+        .map_err(StartupError::Database)?;
+    repo.migrate().await.map_err(StartupError::Migrate)?;
+    Ok(repo)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(config.bind).map_err(|source| StartupError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let repo = open_repo(&config).await?;
+        let s = &config.settings;
+        let blobs =
+            BlobStore::from_settings(&s.storage, Duration::from_secs(s.media.orphan_grace_secs))?;
+        blobs.check().await?;
+        let media = MediaService::new(repo, blobs, config.server_name.clone(), s.media.clone());
+        let authenticator = Authenticator::new(
+            &s.homeserver.url,
+            Duration::from_secs(s.homeserver.timeout_secs),
+            Duration::from_secs(s.auth.cache_ttl_secs),
+            Duration::from_secs(s.auth.negative_cache_ttl_secs),
+            config.static_tokens.clone(),
+        );
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+
+        let media_data = web::Data::new(media.clone());
+        let auth_data = web::Data::new(authenticator);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(media_data.clone())
+                .app_data(auth_data.clone())
+                .configure(routes::configure)
+                .default_service(web::to(routes::unrecognized))
+                .wrap_fn(routes::preflight_and_log)
+                .wrap(routes::default_headers())
+        })
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { addr, source })?;
+        if s.http.workers > 0 {
+            server = server.workers(s.http.workers);
+        }
+        Ok(Self {
+            server: server.run(),
+            addr,
+            media,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn media(&self) -> &MediaService {
+        &self.media
+    }
+
+    /// Serve until the process is told to stop (SIGINT/SIGTERM), sweeping in the background.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let sweeper = self.media.spawn_sweeper();
+        let result = self.server.await;
+        sweeper.abort();
+        result
+    }
+}
