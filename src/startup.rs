@@ -97,6 +97,11 @@ impl Application {
         self.addr
     }
 
+    /// A handle to stop the server (tests run several instances in one process).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     pub fn media(&self) -> &MediaService {
         &self.media
     }

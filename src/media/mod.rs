@@ -350,7 +350,8 @@ impl MediaService {
         let service = self.clone();
         let interval = Duration::from_secs(self.settings.sweep_interval_secs);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
+            // The first sweep comes one interval after start-up, not at once.
+            let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;

@@ -32,8 +32,8 @@ pub fn default_headers() -> DefaultHeaders {
 }
 
 /// `inline` or `attachment`, with the file name encoded so that any RFC 6266 parser
-/// recovers it exactly: a quoted-string for printable ASCII, `filename*` (RFC 8187)
-/// for anything else.
+/// recovers it exactly: a (quoted) token where the name is one, else `filename*` (RFC 8187
+/// percent-encoded UTF-8), which leaves no quoting rules for a parser to get wrong.
 pub fn content_disposition(inline: bool, filename: Option<&str>) -> ContentDisposition {
     let disposition = if inline {
         DispositionType::Inline
@@ -42,9 +42,7 @@ pub fn content_disposition(inline: bool, filename: Option<&str>) -> ContentDispo
     };
     let parameters = match filename {
         None => vec![],
-        Some(name) if name.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
-            vec![DispositionParam::Filename(name.to_owned())]
-        }
+        Some(name) if is_token(name) => vec![DispositionParam::Filename(name.to_owned())],
         Some(name) => vec![DispositionParam::FilenameExt(ExtendedValue {
             charset: actix_web::http::header::Charset::Ext("utf-8".to_owned()),
             language_tag: None,
@@ -55,6 +53,13 @@ pub fn content_disposition(inline: bool, filename: Option<&str>) -> ContentDispo
         disposition,
         parameters,
     }
+}
+
+/// An RFC 9110 token: visible ASCII except the separators.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 #[cfg(test)]
@@ -70,7 +75,7 @@ mod tests {
         );
         assert_eq!(
             content_disposition(false, Some("a \"b\";c.txt")).to_string(),
-            "attachment; filename=\"a \\\"b\\\";c.txt\""
+            "attachment; filename*=utf-8''a%20%22b%22%3Bc.txt"
         );
         assert_eq!(
             content_disposition(true, Some("ü ☃.png")).to_string(),

@@ -317,6 +317,11 @@ impl BlobStore {
             .boxed()
     }
 
+    /// The underlying object store, for tools and tests that need to see raw objects.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// Check the backend is reachable.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self.store.head(&Path::from("mxcd-health-check")).await {

@@ -1,0 +1,12 @@
+//! One integration-test binary: the real app over real HTTP, on SQLite + filesystem
+//! and on Postgres + S3 (see `./scripts/test`, which starts both services).
+
+mod async_upload;
+mod auth;
+mod download;
+mod helpers;
+mod process;
+mod repo_contract;
+mod routing;
+mod sweeper;
+mod upload;
