@@ -367,6 +367,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid_and_matches_the_defaults() {
+        let f = Figment::from(Toml::string(include_str!("../config/mxcd.example.toml")));
+        let example = Config::from_figment(f).expect("example config parses");
+        let defaults = Settings::default();
+        assert_eq!(
+            json_of(&example.settings),
+            json_of(&defaults),
+            "config/mxcd.example.toml documents the defaults"
+        );
+    }
+
+    fn json_of(s: &Settings) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let s = format!("{:?}", Settings::default().database);
         assert!(!s.contains("sqlite://"), "{s}");
