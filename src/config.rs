@@ -193,6 +193,9 @@ impl Default for MediaSettings {
     }
 }
 
+/// The largest object S3's CopyObject accepts.
+const S3_MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 /// A string that never shows up in `Debug` output or logs.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -293,6 +296,16 @@ impl Settings {
                 "required when storage.backend = \"s3\"",
             ));
         }
+        // Finished uploads move to their content address with one CopyObject, which S3
+        // limits to 5 GiB.
+        if self.storage.backend == StorageBackend::S3
+            && self.media.max_upload_bytes > S3_MAX_COPY_BYTES
+        {
+            return Err(bad(
+                "media.max_upload_bytes",
+                "at most 5368709120 (5 GiB) with storage.backend = \"s3\"",
+            ));
+        }
         if self.media.max_upload_bytes == 0 {
             return Err(bad("media.max_upload_bytes", "must be at least 1"));
         }
@@ -380,6 +393,15 @@ mod tests {
 
     fn json_of(s: &Settings) -> String {
         serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn s3_uploads_are_capped_at_the_copy_limit() {
+        let f = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(
+            "[storage]\nbackend = \"s3\"\nbucket = \"b\"\n[media]\nmax_upload_bytes = 6000000000",
+        ));
+        let e = Config::from_figment(f).unwrap_err().to_string();
+        assert!(e.contains("media.max_upload_bytes"), "{e}");
     }
 
     #[test]
