@@ -107,16 +107,8 @@ impl MediaService {
         }
     }
 
-    pub fn server_name(&self) -> &ServerName {
-        &self.server_name
-    }
-
     pub fn max_upload_bytes(&self) -> u64 {
         self.settings.max_upload_bytes
-    }
-
-    pub fn repo(&self) -> &Arc<dyn MediaRepo> {
-        &self.repo
     }
 
     pub fn blobs(&self) -> &BlobStore {

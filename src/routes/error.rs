@@ -85,10 +85,6 @@ impl ApiError {
         }
     }
 
-    pub fn errcode(&self) -> &'static str {
-        self.errcode
-    }
-
     fn internal(error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %chain(error), "internal error");
         Self::new(

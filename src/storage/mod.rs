@@ -268,14 +268,6 @@ impl BlobStore {
         }
     }
 
-    pub async fn exists(&self, hash: &ContentHash) -> Result<bool, StorageError> {
-        match self.store.head(&blob_key(hash)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Age of a blob, or None if it does not exist.
     pub async fn blob_age(&self, hash: &ContentHash) -> Result<Option<Duration>, StorageError> {
         match self.store.head(&blob_key(hash)).await {
