@@ -7,6 +7,7 @@ mod file_name;
 mod media_id;
 mod mxc;
 mod server_name;
+mod thumbnail_spec;
 mod user_id;
 
 pub use content_hash::ContentHash;
@@ -15,6 +16,7 @@ pub use file_name::FileName;
 pub use media_id::MediaId;
 pub use mxc::Mxc;
 pub use server_name::ServerName;
+pub use thumbnail_spec::{CropRect, Method, Plan, ThumbnailSpec};
 pub use user_id::UserId;
 
 /// Why a piece of user input was rejected. The message is safe to show to clients.

@@ -1,0 +1,190 @@
+//! Header probing and bounded decoding.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use super::ThumbnailError;
+
+/// Bounds on what is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest width x height decoded; checked from the header, before decoding.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 32_000_000,
+        }
+    }
+}
+
+/// What the header says: format and size after EXIF orientation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    pub orientation: Orientation,
+}
+
+const SUPPORTED: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::Gif,
+    ImageFormat::WebP,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+fn decode_error(e: image::ImageError) -> ThumbnailError {
+    match e {
+        image::ImageError::Unsupported(_) => ThumbnailError::Unsupported,
+        image::ImageError::Limits(_) => ThumbnailError::TooLarge {
+            width: 0,
+            height: 0,
+        },
+        other => ThumbnailError::Decode(other.to_string()),
+    }
+}
+
+fn reader<'a>(
+    data: &'a [u8],
+    limits: &Limits,
+) -> Result<ImageReader<Cursor<&'a [u8]>>, ThumbnailError> {
+    let mut reader = ImageReader::new(Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    match reader.format() {
+        Some(f) if SUPPORTED.contains(&f) => {}
+        _ => return Err(ThumbnailError::Unsupported),
+    }
+    reader.limits(image_limits(limits));
+    Ok(reader)
+}
+
+fn image_limits(limits: &Limits) -> image::Limits {
+    let mut l = image::Limits::default();
+    // Room for the decoded frame at 16 bits per channel RGBA, plus decoder state.
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    l
+}
+
+/// Read format, size and orientation from the header only, and enforce `max_pixels`.
+pub fn probe(data: &[u8], limits: &Limits) -> Result<Probe, ThumbnailError> {
+    let reader = reader(data, limits)?;
+    let format = reader.format().ok_or(ThumbnailError::Unsupported)?;
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ThumbnailError::Decode("image has no pixels".into()));
+    }
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Err(ThumbnailError::TooLarge {
+            width: w,
+            height: h,
+        });
+    }
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let (width, height) = if swaps_axes(orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Ok(Probe {
+        format,
+        width,
+        height,
+        orientation,
+    })
+}
+
+fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Decode to 8-bit RGB(A), oriented, at least `needed` (oriented) pixels large where the
+/// format can shrink while decoding.
+pub fn decode(
+    data: &[u8],
+    probe: &Probe,
+    needed: (u32, u32),
+    limits: &Limits,
+) -> Result<DynamicImage, ThumbnailError> {
+    let mut image = match probe.format {
+        ImageFormat::Jpeg => decode_jpeg_scaled(data, probe, needed)?,
+        _ => None,
+    }
+    .map_or_else(|| decode_full(data, limits), Ok)?;
+    image.apply_orientation(probe.orientation);
+    Ok(match image {
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => image,
+        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    })
+}
+
+fn decode_full(data: &[u8], limits: &Limits) -> Result<DynamicImage, ThumbnailError> {
+    let reader = reader(data, limits)?;
+    let decoder = reader.into_decoder().map_err(decode_error)?;
+    DynamicImage::from_decoder(decoder).map_err(decode_error)
+}
+
+/// JPEG DCT scaling (1/2, 1/4, 1/8): most of a large photo is never fully decoded.
+/// Returns None where the fast path does not apply (no useful scale, CMYK, 16-bit).
+fn decode_jpeg_scaled(
+    data: &[u8],
+    probe: &Probe,
+    needed: (u32, u32),
+) -> Result<Option<DynamicImage>, ThumbnailError> {
+    // `needed` is in oriented pixels; the decoder works in stored orientation.
+    let (nw, nh) = if swaps_axes(probe.orientation) {
+        (needed.1, needed.0)
+    } else {
+        needed
+    };
+    let (sw, sh) = if swaps_axes(probe.orientation) {
+        (probe.height, probe.width)
+    } else {
+        (probe.width, probe.height)
+    };
+    if nw * 2 > sw || nh * 2 > sh {
+        return Ok(None);
+    }
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(data));
+    let to_u16 = |v: u32| u16::try_from(v.max(1)).unwrap_or(u16::MAX);
+    let (w, h) = decoder
+        .scale(to_u16(nw), to_u16(nh))
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| ThumbnailError::Decode("no JPEG header".into()))?;
+    if !matches!(
+        info.pixel_format,
+        jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+    ) {
+        return Ok(None);
+    }
+    let pixels = decoder
+        .decode()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    let image = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        }
+        _ => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+    };
+    image
+        .map(Some)
+        .ok_or_else(|| ThumbnailError::Decode("truncated JPEG".into()))
+}

@@ -1,0 +1,152 @@
+//! Thumbnail generation: pure, synchronous image code (no I/O, no async). Callers run
+//! it on blocking threads behind a semaphore.
+//!
+//! One source is decoded once (JPEG with DCT shrink-on-load to the largest size any
+//! requested thumbnail needs), then every requested size is resized from it with
+//! fast_image_resize and encoded: JPEG for opaque images, PNG where there is alpha.
+
+mod decode;
+mod encode;
+
+use std::io::Cursor;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageFormat};
+
+use crate::domain::{Plan, ThumbnailSpec};
+
+pub use decode::{Limits, Probe, probe};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThumbnailError {
+    /// Not an image we can thumbnail (unknown or unsupported format, SVG, …).
+    #[error("unsupported content")]
+    Unsupported,
+    /// More pixels than `max_pixels`.
+    #[error("image of {width}x{height} is larger than allowed")]
+    TooLarge { width: u32, height: u32 },
+    /// Corrupt or truncated data.
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("cannot encode thumbnail: {0}")]
+    Encode(String),
+}
+
+/// An encoded thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What one requested spec turned into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// Serve the original content (it fits the box, or a thumbnail would be bigger).
+    Original,
+    Thumbnail(Thumbnail),
+}
+
+/// Render every spec of `specs` from one decode of `data`.
+pub fn render_all(
+    data: &[u8],
+    specs: &[ThumbnailSpec],
+    limits: &Limits,
+) -> Result<Vec<Rendered>, ThumbnailError> {
+    let probe = probe(data, limits)?;
+    let plans: Vec<Plan> = specs
+        .iter()
+        .map(|s| s.plan(probe.width, probe.height))
+        .collect();
+    let needed = plans
+        .iter()
+        .filter_map(|p| needed_source_size(*p, &probe))
+        .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    if needed == (0, 0) {
+        return Ok(vec![Rendered::Original; specs.len()]);
+    }
+    let image = decode::decode(data, &probe, needed, limits)?;
+    let has_alpha = encode::has_alpha(&image);
+    let mut resizer = Resizer::new();
+    plans
+        .into_iter()
+        .map(|plan| match plan {
+            Plan::Original => Ok(Rendered::Original),
+            Plan::Resize {
+                width,
+                height,
+                crop,
+            } => {
+                let resized = resize(&mut resizer, &image, &probe, width, height, crop)?;
+                let thumb = encode::encode(&resized, has_alpha)?;
+                // A thumbnail larger than its source is pointless: serve the source.
+                if thumb.bytes.len() >= data.len() {
+                    Ok(Rendered::Original)
+                } else {
+                    Ok(Rendered::Thumbnail(thumb))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The decoded size (in oriented source pixels) needed to make `plan` without upscaling.
+fn needed_source_size(plan: Plan, probe: &Probe) -> Option<(u32, u32)> {
+    let Plan::Resize {
+        width,
+        height,
+        crop,
+    } = plan
+    else {
+        return None;
+    };
+    let (cw, ch) = crop.map_or((probe.width, probe.height), |c| (c.width, c.height));
+    // Scale factor from source to output, applied to the whole source.
+    let fx = f64::from(width) / f64::from(cw);
+    let fy = f64::from(height) / f64::from(ch);
+    let f = fx.max(fy).min(1.0);
+    Some((
+        (f64::from(probe.width) * f).ceil() as u32,
+        (f64::from(probe.height) * f).ceil() as u32,
+    ))
+}
+
+fn resize(
+    resizer: &mut Resizer,
+    image: &DynamicImage,
+    probe: &Probe,
+    width: u32,
+    height: u32,
+    crop: Option<crate::domain::CropRect>,
+) -> Result<DynamicImage, ThumbnailError> {
+    // The plan is in full-size source pixels; the decoded image may be smaller.
+    let sx = f64::from(image.width()) / f64::from(probe.width);
+    let sy = f64::from(image.height()) / f64::from(probe.height);
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    if let Some(c) = crop {
+        options = options.crop(
+            f64::from(c.x) * sx,
+            f64::from(c.y) * sy,
+            f64::from(c.width) * sx,
+            f64::from(c.height) * sy,
+        );
+    }
+    let mut out = DynamicImage::new(width, height, image.color());
+    resizer
+        .resize(image, &mut out, &options)
+        .map_err(|e| ThumbnailError::Encode(format!("resize: {e}")))?;
+    Ok(out)
+}
+
+/// The image format of `data`, from its magic bytes.
+pub fn sniff(data: &[u8]) -> Option<ImageFormat> {
+    image::ImageReader::new(Cursor::new(data))
+        .with_guessed_format()
+        .ok()?
+        .format()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! Unit tests on images generated in memory.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+
+use super::*;
+use crate::domain::Method;
+
+/// A photo-like test image: gradients plus texture.
+fn photo(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 27;
+        Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            (((x + y) * 3) as u8) ^ (n as u8),
+        ])
+    })
+}
+
+/// Smooth content (no texture above the thumbnail's resolution).
+fn smooth(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let fx = f64::from(x) / f64::from(w) * std::f64::consts::TAU;
+        let fy = f64::from(y) / f64::from(h) * std::f64::consts::TAU;
+        Rgb([
+            (127.0 + 120.0 * fx.sin()) as u8,
+            (127.0 + 120.0 * fy.cos()) as u8,
+            (x * 255 / w) as u8,
+        ])
+    })
+}
+
+fn jpeg_with_exif(img: &RgbImage, exif: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+    if let Some(exif) = exif {
+        enc.add_exif_metadata(exif).unwrap();
+    }
+    enc.encode(
+        img.as_raw(),
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .unwrap();
+    out
+}
+
+fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn spec(w: u32, h: u32, m: Method) -> ThumbnailSpec {
+    ThumbnailSpec::new(w, h, m).unwrap()
+}
+
+fn thumb(r: &Rendered) -> &Thumbnail {
+    match r {
+        Rendered::Thumbnail(t) => t,
+        Rendered::Original => panic!("expected a thumbnail"),
+    }
+}
+
+fn decoded(t: &Thumbnail) -> DynamicImage {
+    image::load_from_memory(&t.bytes).unwrap()
+}
+
+const RECOMMENDED: [(u32, u32, Method); 5] = [
+    (32, 32, Method::Crop),
+    (96, 96, Method::Crop),
+    (320, 240, Method::Scale),
+    (640, 480, Method::Scale),
+    (800, 600, Method::Scale),
+];
+
+fn recommended() -> Vec<ThumbnailSpec> {
+    RECOMMENDED.iter().map(|&(w, h, m)| spec(w, h, m)).collect()
+}
+
+#[test]
+fn recommended_sizes_of_landscape_portrait_and_square() {
+    let cases = [
+        (
+            (1600, 1000),
+            [(32, 32), (96, 96), (320, 200), (640, 400), (800, 500)],
+        ),
+        (
+            (1000, 1600),
+            [(32, 32), (96, 96), (150, 240), (300, 480), (375, 600)],
+        ),
+        (
+            (1200, 1200),
+            [(32, 32), (96, 96), (240, 240), (480, 480), (600, 600)],
+        ),
+    ];
+    for ((w, h), expected) in cases {
+        let data = jpeg_with_exif(&photo(w, h), None);
+        let out = render_all(&data, &recommended(), &Limits::default()).unwrap();
+        for (r, (ew, eh)) in out.iter().zip(expected) {
+            let t = thumb(r);
+            assert_eq!((t.width, t.height), (ew, eh), "{w}x{h}");
+            assert_eq!(t.content_type, "image/jpeg");
+            let img = decoded(t);
+            assert_eq!(
+                (img.width(), img.height()),
+                (ew, eh),
+                "the encoded image has the reported size"
+            );
+        }
+    }
+}
+
+#[test]
+fn small_sources_are_served_as_they_are() {
+    let data = encode(DynamicImage::ImageRgb8(photo(300, 200)), ImageFormat::Png);
+    let out = render_all(&data, &recommended(), &Limits::default()).unwrap();
+    // 300x200 is bigger than 32x32 and 96x96 (crops), but fits 320x240 and up.
+    assert!(matches!(out[0], Rendered::Thumbnail(_)));
+    assert!(matches!(out[1], Rendered::Thumbnail(_)));
+    assert_eq!(
+        &out[2..],
+        &[Rendered::Original, Rendered::Original, Rendered::Original]
+    );
+}
+
+#[test]
+fn alpha_is_kept_as_png() {
+    let img = RgbaImage::from_fn(400, 300, |x, y| {
+        Rgba([x as u8, y as u8, 128, if x < 200 { 0 } else { 255 }])
+    });
+    let data = encode(DynamicImage::ImageRgba8(img), ImageFormat::Png);
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    let t = thumb(&out[0]);
+    assert_eq!(t.content_type, "image/png");
+    let back = decoded(t).to_rgba8();
+    assert_eq!(
+        back.get_pixel(2, 10).0[3],
+        0,
+        "transparent half stays transparent"
+    );
+    assert_eq!(back.get_pixel(97, 10).0[3], 255);
+}
+
+#[test]
+fn opaque_png_becomes_jpeg() {
+    let img = RgbaImage::from_fn(400, 300, |x, y| Rgba([x as u8, y as u8, 9, 255]));
+    let data = encode(DynamicImage::ImageRgba8(img), ImageFormat::Png);
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    assert_eq!(thumb(&out[0]).content_type, "image/jpeg");
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // Stored 400x200 (wide), tagged "rotate 90° clockwise" (orientation 6): displays 200x400.
+    let exif: &[u8] = &[
+        b'M', b'M', 0, 42, 0, 0, 0, 8, // TIFF header, IFD at offset 8
+        0, 1, // one entry
+        0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, // Orientation = 6
+        0, 0, 0, 0, // no next IFD
+    ];
+    let data = jpeg_with_exif(&photo(400, 200), Some(exif));
+    assert_eq!(probe(&data, &Limits::default()).unwrap().width, 200);
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    let t = thumb(&out[0]);
+    assert_eq!((t.width, t.height), (50, 100));
+}
+
+#[test]
+fn crop_takes_the_centre() {
+    // Left third red, middle green, right third blue: a square crop is all green.
+    let img = RgbImage::from_fn(900, 300, |x, _| match x {
+        0..300 => Rgb([255, 0, 0]),
+        300..600 => Rgb([0, 255, 0]),
+        _ => Rgb([0, 0, 255]),
+    });
+    let data = encode(DynamicImage::ImageRgb8(img), ImageFormat::Png);
+    let out = render_all(&data, &[spec(30, 30, Method::Crop)], &Limits::default()).unwrap();
+    let back = decoded(thumb(&out[0])).to_rgb8();
+    for (x, y) in [(0, 0), (29, 29), (15, 15)] {
+        let p = back.get_pixel(x, y).0;
+        assert!(
+            p[1] > 200 && p[0] < 60 && p[2] < 60,
+            "pixel {x},{y} = {p:?}"
+        );
+    }
+}
+
+#[test]
+fn output_is_deterministic() {
+    let data = jpeg_with_exif(&photo(1000, 700), None);
+    let a = render_all(&data, &recommended(), &Limits::default()).unwrap();
+    let b = render_all(&data, &recommended(), &Limits::default()).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn formats_other_than_jpeg_and_png() {
+    let img = DynamicImage::ImageRgb8(photo(500, 400));
+    for format in [
+        ImageFormat::Gif,
+        ImageFormat::Bmp,
+        ImageFormat::Tiff,
+        ImageFormat::WebP,
+    ] {
+        let data = encode(img.clone(), format);
+        let out = render_all(&data, &[spec(96, 96, Method::Crop)], &Limits::default()).unwrap();
+        let t = thumb(&out[0]);
+        assert_eq!((t.width, t.height), (96, 96), "{format:?}");
+    }
+}
+
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    // A 58-byte BMP that declares 60000 x 60000 pixels.
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&58u32.to_le_bytes());
+    bmp.extend_from_slice(&[0, 0, 0, 0]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&60_000i32.to_le_bytes());
+    bmp.extend_from_slice(&60_000i32.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp.extend_from_slice(&[0; 4]);
+    let err = render_all(&bmp, &recommended(), &Limits::default()).unwrap_err();
+    assert_eq!(
+        err,
+        ThumbnailError::TooLarge {
+            width: 60_000,
+            height: 60_000
+        }
+    );
+}
+
+#[test]
+fn garbage_and_truncated_data_are_errors() {
+    assert_eq!(
+        render_all(b"hello world", &recommended(), &Limits::default()).unwrap_err(),
+        ThumbnailError::Unsupported
+    );
+    assert_eq!(
+        render_all(
+            b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+            &recommended(),
+            &Limits::default()
+        )
+        .unwrap_err(),
+        ThumbnailError::Unsupported
+    );
+    let png = encode(DynamicImage::ImageRgb8(photo(300, 300)), ImageFormat::Png);
+    let err = render_all(&png[..png.len() / 2], &recommended(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, ThumbnailError::Decode(_)), "{err:?}");
+}
+
+#[test]
+fn shrink_on_load_matches_a_full_decode_closely() {
+    let src = smooth(2400, 1600);
+    let data = jpeg_with_exif(&src, None);
+    let fast = render_all(&data, &[spec(300, 200, Method::Scale)], &Limits::default()).unwrap();
+    let fast = decoded(thumb(&fast[0])).to_rgb8();
+    // Reference: the full image resized with the same filter.
+    let reference = image::imageops::resize(
+        &image::load_from_memory(&data).unwrap().to_rgb8(),
+        300,
+        200,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let diff: u64 = fast
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| u64::from(a.abs_diff(*b)))
+        .sum();
+    let mean = diff as f64 / fast.as_raw().len() as f64;
+    assert!(mean < 3.0, "mean channel difference {mean}");
+}
