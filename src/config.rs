@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ServerName, UserId};
+use crate::domain::{ServerName, ThumbnailSpec, UserId};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,46 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub storage: StorageSettings,
     pub media: MediaSettings,
+    pub thumbnails: ThumbnailSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThumbnailSettings {
+    /// Sizes generated for every uploaded image, as `WIDTHxHEIGHT:crop|scale`.
+    pub sizes: Vec<String>,
+    /// Generate (and store) other requested sizes on demand; when off, they are served
+    /// from the closest pre-generated size that is not smaller.
+    pub dynamic: bool,
+    /// Largest image (width x height) decoded; larger ones get 413.
+    pub max_pixels: u64,
+    /// Largest file thumbnailed, in bytes; larger ones get 413.
+    pub max_source_bytes: u64,
+    /// Images decoded at once (0 = one per CPU core).
+    pub workers: usize,
+    /// How long a file that failed to thumbnail is not tried again, in seconds.
+    pub failure_ttl_secs: u64,
+}
+
+impl Default for ThumbnailSettings {
+    fn default() -> Self {
+        Self {
+            sizes: [
+                "32x32:crop",
+                "96x96:crop",
+                "320x240:scale",
+                "640x480:scale",
+                "800x600:scale",
+            ]
+            .map(String::from)
+            .to_vec(),
+            dynamic: true,
+            max_pixels: 32_000_000,
+            max_source_bytes: 64 * 1024 * 1024,
+            workers: 0,
+            failure_ttl_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +161,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             storage: StorageSettings::default(),
             media: MediaSettings::default(),
+            thumbnails: ThumbnailSettings::default(),
         }
     }
 }
@@ -225,6 +266,8 @@ pub struct Config {
     pub bind: SocketAddr,
     pub settings: Settings,
     pub static_tokens: HashMap<String, UserId>,
+    /// `thumbnails.sizes`, parsed.
+    pub thumbnail_sizes: Vec<ThumbnailSpec>,
 }
 
 impl Config {
@@ -325,11 +368,24 @@ impl Settings {
             })?;
             static_tokens.insert(token.clone(), user);
         }
+        let thumbnail_sizes = self
+            .thumbnails
+            .sizes
+            .iter()
+            .map(|s| {
+                s.parse::<ThumbnailSpec>()
+                    .map_err(|e| bad("thumbnails.sizes", &format!("{s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.thumbnails.max_pixels == 0 {
+            return Err(bad("thumbnails.max_pixels", "must be at least 1"));
+        }
         Ok(Config {
             server_name,
             bind,
             settings: self,
             static_tokens,
+            thumbnail_sizes,
         })
     }
 }

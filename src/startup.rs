@@ -10,9 +10,10 @@ use actix_web::{App, HttpServer, web};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{self, MediaRepo, RepoError};
-use crate::media::MediaService;
+use crate::media::{MediaService, ThumbnailOptions};
 use crate::routes;
 use crate::storage::{BlobStore, StorageError};
+use crate::thumbnail::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -57,7 +58,23 @@ impl Application {
         let blobs =
             BlobStore::from_settings(&s.storage, Duration::from_secs(s.media.orphan_grace_secs))?;
         blobs.check().await?;
-        let media = MediaService::new(repo, blobs, config.server_name.clone(), s.media.clone());
+        let thumbnails = ThumbnailOptions {
+            sizes: config.thumbnail_sizes.clone(),
+            dynamic: s.thumbnails.dynamic,
+            limits: Limits {
+                max_pixels: s.thumbnails.max_pixels,
+            },
+            max_source_bytes: s.thumbnails.max_source_bytes,
+            workers: s.thumbnails.workers,
+            failure_ttl: Duration::from_secs(s.thumbnails.failure_ttl_secs),
+        };
+        let media = MediaService::new(
+            repo,
+            blobs,
+            config.server_name.clone(),
+            s.media.clone(),
+            thumbnails,
+        );
         let authenticator = Authenticator::new(
             &s.homeserver.url,
             Duration::from_secs(s.homeserver.timeout_secs),

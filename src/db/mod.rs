@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ContentHash, ContentType, FileName, Mxc, UserId};
+use crate::domain::{ContentHash, ContentType, FileName, Mxc, ThumbnailSpec, UserId};
 
 pub use sql::{PgRepo, SqliteRepo};
 
@@ -51,7 +51,28 @@ pub struct MediaRecord {
     pub last_access_ts: Millis,
     /// Only reachable through the authenticated endpoints (legacy freeze).
     pub authenticated: bool,
+    /// Width and height of the (oriented) image, once probed.
+    pub image_size: Option<(u32, u32)>,
     pub state: MediaState,
+}
+
+/// A stored thumbnail, keyed by the request it answers. Its blob may be the original
+/// content itself, where that already fits the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailRecord {
+    pub spec: ThumbnailSpec,
+    pub animated: bool,
+    /// Size of the served image.
+    pub width: u32,
+    pub height: u32,
+    pub content: ThumbnailContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailContent {
+    pub content_type: ContentType,
+    pub size: u64,
+    pub sha256: ContentHash,
 }
 
 /// A new media item with its content already stored.
@@ -108,7 +129,21 @@ pub trait MediaRepo: Send + Sync + 'static {
     /// Record an access (for cache eviction and retention).
     async fn touch_media(&self, mxc: &Mxc, now: Millis) -> Result<(), RepoError>;
 
-    /// Whether any metadata row refers to this blob.
+    /// Record the probed size of an image.
+    async fn set_image_size(&self, mxc: &Mxc, width: u32, height: u32) -> Result<(), RepoError>;
+
+    /// Store a thumbnail; a row for the same request already there is kept.
+    async fn insert_thumbnail(
+        &self,
+        mxc: &Mxc,
+        thumbnail: &ThumbnailRecord,
+        now: Millis,
+    ) -> Result<(), RepoError>;
+
+    /// Every stored thumbnail of a media item.
+    async fn list_thumbnails(&self, mxc: &Mxc) -> Result<Vec<ThumbnailRecord>, RepoError>;
+
+    /// Whether any metadata row (media or thumbnail) refers to this blob.
     async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError>;
 
     /// Delete reservations whose upload deadline passed before `before`.

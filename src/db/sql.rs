@@ -12,9 +12,11 @@ use sqlx::sqlite::{
 
 use super::{
     AlreadyExists, Content, MediaRecord, MediaRepo, MediaState, Millis, NewMedia, NewPending,
-    RepoError,
+    RepoError, ThumbnailContent, ThumbnailRecord,
 };
-use crate::domain::{ContentHash, ContentType, FileName, MediaId, Mxc, ServerName, UserId};
+use crate::domain::{
+    ContentHash, ContentType, FileName, MediaId, Method, Mxc, ServerName, ThumbnailSpec, UserId,
+};
 
 const INSERT_MEDIA: &str = "INSERT INTO media (server_name, media_id, uploader, content_type, filename, \
      size_bytes, sha256, created_ts, uploaded_ts, expires_ts, last_access_ts, authenticated) \
@@ -32,12 +34,25 @@ const FINISH_PENDING: &str = "UPDATE media SET content_type = $1, filename = $2,
      WHERE server_name = $6 AND media_id = $7 AND sha256 IS NULL";
 
 const GET_MEDIA: &str = "SELECT server_name, media_id, uploader, content_type, filename, size_bytes, \
-     sha256, created_ts, uploaded_ts, expires_ts, last_access_ts, authenticated \
+     sha256, created_ts, uploaded_ts, expires_ts, last_access_ts, authenticated, image_width, image_height \
      FROM media WHERE server_name = $1 AND media_id = $2";
 
 const TOUCH_MEDIA: &str = "UPDATE media SET last_access_ts = $1 WHERE server_name = $2 AND media_id = $3 AND last_access_ts < $1";
 
-const BLOB_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1)";
+const BLOB_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) \
+     OR EXISTS (SELECT 1 FROM thumbnails WHERE sha256 = $1)";
+
+const SET_IMAGE_SIZE: &str =
+    "UPDATE media SET image_width = $1, image_height = $2 WHERE server_name = $3 AND media_id = $4";
+
+const INSERT_THUMBNAIL: &str = "INSERT INTO thumbnails (server_name, media_id, req_width, req_height, method, \
+     animated, width, height, content_type, size_bytes, sha256, created_ts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (server_name, media_id, req_width, req_height, method, animated) DO NOTHING";
+
+const LIST_THUMBNAILS: &str = "SELECT req_width, req_height, method, animated, width, height, content_type, \
+     size_bytes, sha256 FROM thumbnails WHERE server_name = $1 AND media_id = $2 \
+     ORDER BY width, height, req_width, req_height, method, animated";
 
 const DELETE_EXPIRED_PENDING: &str = "DELETE FROM media WHERE sha256 IS NULL AND expires_ts < $1";
 
@@ -55,6 +70,54 @@ struct MediaRow {
     expires_ts: Option<i64>,
     last_access_ts: i64,
     authenticated: bool,
+    image_width: Option<i64>,
+    image_height: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ThumbnailRow {
+    req_width: i64,
+    req_height: i64,
+    method: String,
+    animated: bool,
+    width: i64,
+    height: i64,
+    content_type: String,
+    size_bytes: i64,
+    sha256: String,
+}
+
+impl TryFrom<ThumbnailRow> for ThumbnailRecord {
+    type Error = RepoError;
+
+    fn try_from(r: ThumbnailRow) -> Result<Self, RepoError> {
+        let corrupt = |what| {
+            RepoError::Corrupt(
+                format!("thumbnail {}x{} {}", r.req_width, r.req_height, r.method),
+                what,
+            )
+        };
+        let dim = |v: i64, what| u32::try_from(v).map_err(|_| corrupt(what));
+        let spec = ThumbnailSpec::new(
+            dim(r.req_width, "req_width")?,
+            dim(r.req_height, "req_height")?,
+            Method::parse(&r.method).map_err(|_| corrupt("method"))?,
+        )
+        .map_err(|_| corrupt("req_width"))?;
+        let content = ThumbnailContent {
+            content_type: ContentType::parse(&r.content_type)
+                .map_err(|_| corrupt("content_type"))?,
+            size: u64::try_from(r.size_bytes).map_err(|_| corrupt("size_bytes"))?,
+            sha256: ContentHash::from_hex(&r.sha256).map_err(|_| corrupt("sha256"))?,
+        };
+        Ok(ThumbnailRecord {
+            spec,
+            animated: r.animated,
+            width: dim(r.width, "width")?,
+            height: dim(r.height, "height")?,
+            content,
+        })
+    }
 }
 
 impl TryFrom<MediaRow> for MediaRecord {
@@ -101,7 +164,15 @@ impl TryFrom<MediaRow> for MediaRecord {
             },
             (Some(_), None) => return Err(corrupt("uploaded_ts")),
         };
+        let image_size = match (r.image_width, r.image_height) {
+            (Some(w), Some(h)) => Some((
+                u32::try_from(w).map_err(|_| corrupt("image_width"))?,
+                u32::try_from(h).map_err(|_| corrupt("image_height"))?,
+            )),
+            _ => None,
+        };
         Ok(MediaRecord {
+            image_size,
             mxc,
             uploader,
             created_ts: r.created_ts,
@@ -203,6 +274,55 @@ macro_rules! impl_media_repo {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn set_image_size(
+                &self,
+                mxc: &Mxc,
+                width: u32,
+                height: u32,
+            ) -> Result<(), RepoError> {
+                sqlx::query(SET_IMAGE_SIZE)
+                    .bind(i64::from(width))
+                    .bind(i64::from(height))
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_thumbnail(
+                &self,
+                mxc: &Mxc,
+                t: &ThumbnailRecord,
+                now: Millis,
+            ) -> Result<(), RepoError> {
+                sqlx::query(INSERT_THUMBNAIL)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .bind(i64::from(t.spec.width))
+                    .bind(i64::from(t.spec.height))
+                    .bind(t.spec.method.as_str())
+                    .bind(t.animated)
+                    .bind(i64::from(t.width))
+                    .bind(i64::from(t.height))
+                    .bind(t.content.content_type.as_str())
+                    .bind(size_to_db(t.content.size))
+                    .bind(t.content.sha256.to_hex())
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_thumbnails(&self, mxc: &Mxc) -> Result<Vec<ThumbnailRecord>, RepoError> {
+                let rows: Vec<ThumbnailRow> = sqlx::query_as(LIST_THUMBNAILS)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(ThumbnailRecord::try_from).collect()
             }
 
             async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError> {

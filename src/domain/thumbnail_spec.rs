@@ -122,6 +122,26 @@ impl ThumbnailSpec {
     }
 }
 
+/// `WIDTHxHEIGHT:method`, e.g. `96x96:crop` (config files and `mxcd bench`).
+impl std::str::FromStr for ThumbnailSpec {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = ParseError("thumbnail size must look like 96x96:crop or 320x240:scale");
+        let (size, method) = s.split_once(':').ok_or(bad.clone())?;
+        let (w, h) = size.split_once('x').ok_or(bad.clone())?;
+        let w = w.parse().map_err(|_| bad.clone())?;
+        let h = h.parse().map_err(|_| bad)?;
+        Self::new(w, h, Method::parse(method)?)
+    }
+}
+
+impl std::fmt::Display for ThumbnailSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}:{}", self.width, self.height, self.method.as_str())
+    }
+}
+
 fn div_round(n: u64, d: u64) -> u64 {
     ((n + d / 2) / d).max(1)
 }
@@ -146,6 +166,16 @@ mod tests {
         match p {
             Plan::Resize { width, height, .. } => (width, height),
             Plan::Original => panic!("expected a resize"),
+        }
+    }
+
+    #[test]
+    fn parses_and_prints_config_syntax() {
+        let s: ThumbnailSpec = "320x240:scale".parse().unwrap();
+        assert_eq!(s, spec(320, 240, Method::Scale));
+        assert_eq!(s.to_string(), "320x240:scale");
+        for bad in ["320x240", "320:scale", "0x5:crop", "ax5:crop", "5x5:fit"] {
+            assert!(bad.parse::<ThumbnailSpec>().is_err(), "{bad}");
         }
     }
 

@@ -1,7 +1,9 @@
 //! The media rules: upload, async upload, download, and the sweeper. No HTTP types here;
 //! `routes` translates requests into these calls and [`MediaError`]s into responses.
 
+mod single_flight;
 mod sweeper;
+mod thumbnails;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,10 +19,11 @@ use crate::config::MediaSettings;
 use crate::db::{
     Content, MediaRecord, MediaRepo, MediaState, Millis, NewMedia, NewPending, RepoError,
 };
-use crate::domain::{ContentType, FileName, MediaId, Mxc, ServerName, UserId};
+use crate::domain::{ContentHash, ContentType, FileName, MediaId, Mxc, ServerName, UserId};
 use crate::storage::{BlobStore, PutError, StorageError};
 
 pub use sweeper::SweepReport;
+pub use thumbnails::{ServedThumbnail, ThumbnailOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -36,6 +39,13 @@ pub enum MediaError {
     NotYetUploaded,
     #[error("too many pending uploads")]
     TooManyPending,
+    /// Not an image that can be thumbnailed (or corrupt).
+    #[error("content cannot be thumbnailed")]
+    NotThumbnailable,
+    #[error("content is too large to thumbnail")]
+    ThumbnailTooLarge,
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("reading the request body failed")]
     BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
@@ -89,6 +99,7 @@ pub struct MediaService {
     settings: Arc<MediaSettings>,
     /// Woken whenever this process finishes an async upload.
     uploaded: Arc<Notify>,
+    thumbs: thumbnails::SharedThumbnailer,
 }
 
 impl MediaService {
@@ -97,6 +108,7 @@ impl MediaService {
         blobs: BlobStore,
         server_name: ServerName,
         settings: MediaSettings,
+        thumbnails: ThumbnailOptions,
     ) -> Self {
         Self {
             repo,
@@ -104,6 +116,7 @@ impl MediaService {
             server_name,
             settings: Arc::new(settings),
             uploaded: Arc::new(Notify::new()),
+            thumbs: Arc::new(thumbnails::Thumbnailer::new(thumbnails)),
         }
     }
 
@@ -141,6 +154,7 @@ impl MediaService {
             // A clash of 190-bit random ids does not happen, but if it did, draw again.
             if self.repo.insert_media(&media).await?.is_ok() {
                 tracing::info!(%mxc, size = content.size, "uploaded");
+                self.after_upload(&mxc, &content);
                 return Ok(mxc);
             }
         }
@@ -215,6 +229,7 @@ impl MediaService {
             return Err(MediaError::CannotOverwrite);
         }
         tracing::info!(size = content.size, "async upload finished");
+        self.after_upload(mxc, &content);
         self.uploaded.notify_waiters();
         Ok(())
     }
@@ -294,22 +309,31 @@ impl MediaService {
         }
     }
 
-    /// Open the content of media, optionally only a byte range of it.
+    /// Open a blob of `size` bytes (media content or a thumbnail), optionally only a
+    /// byte range of it.
     pub async fn open(
         &self,
-        content: &Content,
+        sha256: &ContentHash,
+        size: u64,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, MediaError> {
-        if content.size == 0 {
+        if size == 0 {
             return Ok(futures_util::stream::empty().boxed());
         }
-        match self.blobs.get(&content.sha256, range).await {
+        match self.blobs.get(sha256, range).await {
             Ok(stream) => Ok(stream),
             Err(StorageError::NotFound) => {
-                tracing::error!(sha256 = %content.sha256, "metadata refers to a missing blob");
+                tracing::error!(%sha256, "metadata refers to a missing blob");
                 Err(MediaError::NotFound)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Start pre-generating thumbnails of what looks like an image.
+    fn after_upload(&self, mxc: &Mxc, content: &Content) {
+        if content.content_type.essence().starts_with("image/") {
+            self.spawn_pregeneration(mxc.clone());
         }
     }
 

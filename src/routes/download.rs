@@ -1,10 +1,7 @@
 use std::time::Duration;
 
-use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{
-    self, CACHE_CONTROL, ContentRangeSpec, ETAG, EntityTag, Header, IfNoneMatch,
-};
+use actix_web::http::header::{self, CACHE_CONTROL, ContentRangeSpec, ETAG};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -12,6 +9,7 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::headers::content_disposition;
 use super::range::{self, RangeOutcome};
+use super::respond;
 use super::{mxc_from_path, query};
 use crate::domain::FileName;
 use crate::media::{Access, MediaService};
@@ -67,22 +65,9 @@ async fn serve(
     let ready = media.fetch(&mxc, access, wait).await?;
     let content = ready.content;
 
-    let etag = EntityTag::new_strong(content.sha256.to_hex());
-    let cache_control = match access {
-        Access::Authenticated => "private, max-age=31536000, immutable",
-        Access::Legacy { .. } => "public, max-age=31536000, immutable",
-    };
-    if let Ok(if_none_match) = IfNoneMatch::parse(req) {
-        let matched = match if_none_match {
-            IfNoneMatch::Any => true,
-            IfNoneMatch::Items(tags) => tags.iter().any(|t| t.weak_eq(&etag)),
-        };
-        if matched {
-            return Ok(HttpResponse::NotModified()
-                .insert_header((ETAG, etag))
-                .insert_header((CACHE_CONTROL, cache_control))
-                .finish());
-        }
+    let etag = respond::etag(&content.sha256);
+    if let Some(response) = respond::not_modified(req, &etag, access) {
+        return Ok(response);
     }
 
     let filename = path_name
@@ -97,7 +82,7 @@ async fn serve(
             content_disposition(content.content_type.is_inline(), filename),
         ))
         .insert_header((ETAG, etag.clone()))
-        .insert_header((CACHE_CONTROL, cache_control))
+        .insert_header((CACHE_CONTROL, respond::cache_control(access)))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
 
     let size = content.size;
@@ -115,15 +100,7 @@ async fn serve(
             }),
         ));
     }
-    let length = range.as_ref().map_or(size, |r| r.end - r.start);
-    if req.method() == actix_web::http::Method::HEAD {
-        // actix sends the headers of a sized body and skips the body itself.
-        let nothing =
-            futures_util::stream::empty::<Result<web::Bytes, crate::storage::StorageError>>();
-        return Ok(response.body(SizedStream::new(length, nothing)));
-    }
-    let stream = media.open(&content, range).await?;
-    Ok(response.body(SizedStream::new(length, stream)))
+    respond::body(req, media, response, &content.sha256, size, range).await
 }
 
 #[derive(Deserialize)]

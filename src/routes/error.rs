@@ -65,6 +65,10 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
     }
 
+    pub fn missing_param(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
+    }
+
     pub fn not_json(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", message)
     }
@@ -191,6 +195,24 @@ impl From<MediaError> for ApiError {
                     "Too many pending uploads; upload or let some expire first",
                 )
             },
+            MediaError::NotThumbnailable => Self::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                "Cannot generate thumbnails for the requested content",
+            ),
+            MediaError::ThumbnailTooLarge => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "The content is too large to thumbnail",
+            ),
+            MediaError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "M_UNKNOWN",
+                    "Internal server error",
+                )
+            }
             MediaError::BodyRead(e) => {
                 tracing::info!(error = %chain(e.as_ref()), "request body could not be read");
                 Self::new(

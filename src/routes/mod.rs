@@ -7,6 +7,8 @@ mod error;
 mod headers;
 mod query;
 mod range;
+mod respond;
+mod thumbnail;
 mod upload;
 
 use std::time::Instant;
@@ -48,6 +50,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ],
             ));
         }
+        cfg.service(resource(
+            &format!("{base}/thumbnail/{{server_name}}/{{media_id}}"),
+            [
+                web::get().to(thumbnail::legacy),
+                web::head().to(thumbnail::legacy),
+            ],
+        ));
     }
     cfg.service(resource(
         "/_matrix/media/v3/upload/{server_name}/{media_id}",
@@ -59,6 +68,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 
     let client = "/_matrix/client/v1/media";
+    cfg.service(resource(
+        &format!("{client}/thumbnail/{{server_name}}/{{media_id}}"),
+        [
+            web::get().to(thumbnail::authenticated),
+            web::head().to(thumbnail::authenticated),
+        ],
+    ));
     cfg.service(resource(
         &format!("{client}/config"),
         [web::get().to(config::config)],

@@ -11,7 +11,7 @@ mod encode;
 use std::io::Cursor;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageFormat};
+use image::{DynamicImage, GenericImageView, ImageFormat};
 
 use crate::domain::{Plan, ThumbnailSpec};
 
@@ -49,28 +49,38 @@ pub enum Rendered {
     Thumbnail(Thumbnail),
 }
 
-/// Render every spec of `specs` from one decode of `data`.
+/// Render every spec of `specs` from one decode of `data`. Also returns what the
+/// header said (format and oriented size).
 pub fn render_all(
     data: &[u8],
     specs: &[ThumbnailSpec],
     limits: &Limits,
-) -> Result<Vec<Rendered>, ThumbnailError> {
+) -> Result<(Probe, Vec<Rendered>), ThumbnailError> {
     let probe = probe(data, limits)?;
+    // Only formats every client displays may be served as they are.
+    let web_safe = web_mime(probe.format).is_some();
     let plans: Vec<Plan> = specs
         .iter()
-        .map(|s| s.plan(probe.width, probe.height))
+        .map(|s| match s.plan(probe.width, probe.height) {
+            Plan::Original if !web_safe => Plan::Resize {
+                width: probe.width,
+                height: probe.height,
+                crop: None,
+            },
+            plan => plan,
+        })
         .collect();
     let needed = plans
         .iter()
         .filter_map(|p| needed_source_size(*p, &probe))
         .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
     if needed == (0, 0) {
-        return Ok(vec![Rendered::Original; specs.len()]);
+        return Ok((probe, vec![Rendered::Original; specs.len()]));
     }
     let image = decode::decode(data, &probe, needed, limits)?;
     let has_alpha = encode::has_alpha(&image);
     let mut resizer = Resizer::new();
-    plans
+    let rendered = plans
         .into_iter()
         .map(|plan| match plan {
             Plan::Original => Ok(Rendered::Original),
@@ -82,14 +92,15 @@ pub fn render_all(
                 let resized = resize(&mut resizer, &image, &probe, width, height, crop)?;
                 let thumb = encode::encode(&resized, has_alpha)?;
                 // A thumbnail larger than its source is pointless: serve the source.
-                if thumb.bytes.len() >= data.len() {
+                if web_safe && thumb.bytes.len() >= data.len() {
                     Ok(Rendered::Original)
                 } else {
                     Ok(Rendered::Thumbnail(thumb))
                 }
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((probe, rendered))
 }
 
 /// The decoded size (in oriented source pixels) needed to make `plan` without upscaling.
@@ -121,6 +132,9 @@ fn resize(
     height: u32,
     crop: Option<crate::domain::CropRect>,
 ) -> Result<DynamicImage, ThumbnailError> {
+    if crop.is_none() && (width, height) == image.dimensions() {
+        return Ok(image.clone());
+    }
     // The plan is in full-size source pixels; the decoded image may be smaller.
     let sx = f64::from(image.width()) / f64::from(probe.width);
     let sy = f64::from(image.height()) / f64::from(probe.height);
@@ -138,6 +152,17 @@ fn resize(
         .resize(image, &mut out, &options)
         .map_err(|e| ThumbnailError::Encode(format!("resize: {e}")))?;
     Ok(out)
+}
+
+/// The MIME type of formats every client can display as a thumbnail (the spec allows
+/// JPEG, PNG, GIF and WebP), or None.
+pub fn web_mime(format: ImageFormat) -> Option<&'static str> {
+    match format {
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Gif | ImageFormat::WebP => {
+            Some(format.to_mime_type())
+        }
+        _ => None,
+    }
 }
 
 /// The image format of `data`, from its magic bytes.

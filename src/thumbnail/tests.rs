@@ -99,7 +99,9 @@ fn recommended_sizes_of_landscape_portrait_and_square() {
     ];
     for ((w, h), expected) in cases {
         let data = jpeg_with_exif(&photo(w, h), None);
-        let out = render_all(&data, &recommended(), &Limits::default()).unwrap();
+        let out = render_all(&data, &recommended(), &Limits::default())
+            .unwrap()
+            .1;
         for (r, (ew, eh)) in out.iter().zip(expected) {
             let t = thumb(r);
             assert_eq!((t.width, t.height), (ew, eh), "{w}x{h}");
@@ -117,7 +119,9 @@ fn recommended_sizes_of_landscape_portrait_and_square() {
 #[test]
 fn small_sources_are_served_as_they_are() {
     let data = encode(DynamicImage::ImageRgb8(photo(300, 200)), ImageFormat::Png);
-    let out = render_all(&data, &recommended(), &Limits::default()).unwrap();
+    let out = render_all(&data, &recommended(), &Limits::default())
+        .unwrap()
+        .1;
     // 300x200 is bigger than 32x32 and 96x96 (crops), but fits 320x240 and up.
     assert!(matches!(out[0], Rendered::Thumbnail(_)));
     assert!(matches!(out[1], Rendered::Thumbnail(_)));
@@ -133,7 +137,9 @@ fn alpha_is_kept_as_png() {
         Rgba([x as u8, y as u8, 128, if x < 200 { 0 } else { 255 }])
     });
     let data = encode(DynamicImage::ImageRgba8(img), ImageFormat::Png);
-    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
     let t = thumb(&out[0]);
     assert_eq!(t.content_type, "image/png");
     let back = decoded(t).to_rgba8();
@@ -149,7 +155,9 @@ fn alpha_is_kept_as_png() {
 fn opaque_png_becomes_jpeg() {
     let img = RgbaImage::from_fn(400, 300, |x, y| Rgba([x as u8, y as u8, 9, 255]));
     let data = encode(DynamicImage::ImageRgba8(img), ImageFormat::Png);
-    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
     assert_eq!(thumb(&out[0]).content_type, "image/jpeg");
 }
 
@@ -164,7 +172,9 @@ fn exif_orientation_is_applied() {
     ];
     let data = jpeg_with_exif(&photo(400, 200), Some(exif));
     assert_eq!(probe(&data, &Limits::default()).unwrap().width, 200);
-    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default()).unwrap();
+    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
     let t = thumb(&out[0]);
     assert_eq!((t.width, t.height), (50, 100));
 }
@@ -178,7 +188,9 @@ fn crop_takes_the_centre() {
         _ => Rgb([0, 0, 255]),
     });
     let data = encode(DynamicImage::ImageRgb8(img), ImageFormat::Png);
-    let out = render_all(&data, &[spec(30, 30, Method::Crop)], &Limits::default()).unwrap();
+    let out = render_all(&data, &[spec(30, 30, Method::Crop)], &Limits::default())
+        .unwrap()
+        .1;
     let back = decoded(thumb(&out[0])).to_rgb8();
     for (x, y) in [(0, 0), (29, 29), (15, 15)] {
         let p = back.get_pixel(x, y).0;
@@ -192,8 +204,12 @@ fn crop_takes_the_centre() {
 #[test]
 fn output_is_deterministic() {
     let data = jpeg_with_exif(&photo(1000, 700), None);
-    let a = render_all(&data, &recommended(), &Limits::default()).unwrap();
-    let b = render_all(&data, &recommended(), &Limits::default()).unwrap();
+    let a = render_all(&data, &recommended(), &Limits::default())
+        .unwrap()
+        .1;
+    let b = render_all(&data, &recommended(), &Limits::default())
+        .unwrap()
+        .1;
     assert_eq!(a, b);
 }
 
@@ -207,7 +223,9 @@ fn formats_other_than_jpeg_and_png() {
         ImageFormat::WebP,
     ] {
         let data = encode(img.clone(), format);
-        let out = render_all(&data, &[spec(96, 96, Method::Crop)], &Limits::default()).unwrap();
+        let out = render_all(&data, &[spec(96, 96, Method::Crop)], &Limits::default())
+            .unwrap()
+            .1;
         let t = thumb(&out[0]);
         assert_eq!((t.width, t.height), (96, 96), "{format:?}");
     }
@@ -262,7 +280,9 @@ fn garbage_and_truncated_data_are_errors() {
 fn shrink_on_load_matches_a_full_decode_closely() {
     let src = smooth(2400, 1600);
     let data = jpeg_with_exif(&src, None);
-    let fast = render_all(&data, &[spec(300, 200, Method::Scale)], &Limits::default()).unwrap();
+    let fast = render_all(&data, &[spec(300, 200, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
     let fast = decoded(thumb(&fast[0])).to_rgb8();
     // Reference: the full image resized with the same filter.
     let reference = image::imageops::resize(
@@ -279,4 +299,14 @@ fn shrink_on_load_matches_a_full_decode_closely() {
         .sum();
     let mean = diff as f64 / fast.as_raw().len() as f64;
     assert!(mean < 3.0, "mean channel difference {mean}");
+}
+
+#[test]
+fn small_non_web_formats_are_re_encoded_not_served_as_is() {
+    let data = encode(DynamicImage::ImageRgb8(photo(60, 40)), ImageFormat::Bmp);
+    let (probe, out) =
+        render_all(&data, &[spec(96, 96, Method::Crop)], &Limits::default()).unwrap();
+    assert_eq!((probe.width, probe.height), (60, 40));
+    let t = thumb(&out[0]);
+    assert_eq!((t.width, t.height, t.content_type), (60, 40, "image/jpeg"));
 }

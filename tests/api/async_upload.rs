@@ -9,25 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::{ALICE, BOB, Pair, SERVER_NAME, TestApp, assert_error, bytes_of};
 
 async fn create(app: &TestApp, token: &str) -> (String, i64) {
-    let res = app
-        .request(Method::POST, "/_matrix/media/v1/create")
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let json: Value = res.json().await.unwrap();
-    let uri = json["content_uri"].as_str().unwrap();
-    let id = uri
-        .strip_prefix(&format!("mxc://{SERVER_NAME}/"))
-        .expect("our server name")
-        .to_owned();
-    (
-        id,
-        json["unused_expires_at"]
-            .as_i64()
-            .expect("numeric unused_expires_at"),
-    )
+    app.create(token).await
 }
 
 fn put_path(id: &str) -> String {

@@ -198,6 +198,29 @@ impl TestApp {
         uri[prefix.len()..].to_owned()
     }
 
+    /// `POST /create` as `token`; returns the media id and `unused_expires_at`.
+    pub async fn create(&self, token: &str) -> (String, i64) {
+        let res = self
+            .request(Method::POST, "/_matrix/media/v1/create")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let json: Value = res.json().await.unwrap();
+        let uri = json["content_uri"].as_str().unwrap();
+        let id = uri
+            .strip_prefix(&format!("mxc://{SERVER_NAME}/"))
+            .expect("our server name")
+            .to_owned();
+        (
+            id,
+            json["unused_expires_at"]
+                .as_i64()
+                .expect("numeric unused_expires_at"),
+        )
+    }
+
     /// Authenticated download of one of our media ids.
     pub async fn download(&self, media_id: &str) -> Response {
         self.authed(

@@ -9,4 +9,5 @@ mod process;
 mod repo_contract;
 mod routing;
 mod sweeper;
+mod thumbnail;
 mod upload;

@@ -1,0 +1,366 @@
+//! Thumbnails: served from what is stored, pre-generated after uploads, generated on
+//! demand otherwise. Decoding runs on blocking threads behind a semaphore sized to the
+//! CPU; each source is decoded at most once at a time (single-flight).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use moka::future::Cache;
+use tokio::sync::Semaphore;
+
+use super::single_flight::{Flights, Role};
+use super::{Access, MediaError, MediaService, ReadyMedia, now_ms};
+use crate::db::{ThumbnailContent, ThumbnailRecord};
+use crate::domain::{ContentType, Method, Mxc, Plan, ThumbnailSpec};
+use crate::thumbnail::{self, Limits, Rendered, ThumbnailError};
+
+/// Thumbnail settings, as the media service needs them.
+#[derive(Debug, Clone)]
+pub struct ThumbnailOptions {
+    /// Generated for every uploaded image.
+    pub sizes: Vec<ThumbnailSpec>,
+    /// Generate other sizes on demand.
+    pub dynamic: bool,
+    pub limits: Limits,
+    pub max_source_bytes: u64,
+    /// Decodes running at once.
+    pub workers: usize,
+    pub failure_ttl: Duration,
+}
+
+/// What a flight is about: the pre-generated set of a media item, or one size of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FlightKey {
+    Set(Mxc),
+    One(Mxc, ThumbnailSpec),
+}
+
+pub(super) struct Thumbnailer {
+    options: ThumbnailOptions,
+    cpu: Semaphore,
+    flights: Flights<FlightKey>,
+    /// Files that failed recently, so retries do not burn CPU.
+    failures: Cache<Mxc, ThumbnailError>,
+}
+
+impl Thumbnailer {
+    pub(super) fn new(options: ThumbnailOptions) -> Self {
+        let workers = if options.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.workers
+        };
+        Self {
+            cpu: Semaphore::new(workers),
+            flights: Flights::default(),
+            failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(options.failure_ttl)
+                .build(),
+            options,
+        }
+    }
+}
+
+/// A thumbnail ready to be served.
+#[derive(Debug, Clone)]
+pub struct ServedThumbnail {
+    pub content: ThumbnailContent,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl From<ThumbnailRecord> for ServedThumbnail {
+    fn from(r: ThumbnailRecord) -> Self {
+        Self {
+            content: r.content,
+            width: r.width,
+            height: r.height,
+        }
+    }
+}
+
+impl MediaService {
+    /// A thumbnail of `mxc` for `spec` (never upscaled, never smaller than asked unless
+    /// the original is), waiting up to `wait` for content that is not uploaded yet.
+    pub async fn thumbnail(
+        &self,
+        mxc: &Mxc,
+        spec: ThumbnailSpec,
+        access: Access,
+        wait: Duration,
+    ) -> Result<ServedThumbnail, MediaError> {
+        let mut ready = self.fetch(mxc, access, wait).await?;
+        let t = &self.thumbs;
+        if let Some(error) = t.failures.get(mxc).await {
+            return Err(error.into());
+        }
+        // Pre-generation of this media may be under way: its result is what we want.
+        if let Some(pending) = t.flights.in_flight(&FlightKey::Set(mxc.clone())) {
+            pending.wait().await;
+        }
+        loop {
+            if ready.record.image_size.is_none() {
+                // Another task or process may have probed it meanwhile.
+                if let Some(fresh) = self.repo.get_media(mxc).await? {
+                    ready.record.image_size = fresh.image_size;
+                }
+            }
+            if let Some(found) = self.stored_thumbnail(&ready, spec).await? {
+                return Ok(found);
+            }
+            if let Some(error) = t.failures.get(mxc).await {
+                return Err(error.into());
+            }
+            let specs = if t.options.dynamic {
+                vec![spec]
+            } else {
+                t.options.sizes.clone()
+            };
+            let key = if t.options.dynamic {
+                FlightKey::One(mxc.clone(), spec)
+            } else {
+                FlightKey::Set(mxc.clone())
+            };
+            match t.flights.join(key) {
+                Role::Leader(_guard) => {
+                    ready.record.image_size = Some(self.generate(&ready, &specs).await?);
+                    if let Some(found) = self.stored_thumbnail(&ready, spec).await? {
+                        return Ok(found);
+                    }
+                    // Generated, yet nothing fits (the set cannot answer this request).
+                    return self.original_as_thumbnail(&ready).await;
+                }
+                Role::Follower(f) => f.wait().await,
+            }
+        }
+    }
+
+    /// Generate the configured sizes for new media in the background (after an upload).
+    pub(super) fn spawn_pregeneration(&self, mxc: Mxc) {
+        if self.thumbs.options.sizes.is_empty() {
+            return;
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            let Role::Leader(_guard) = service.thumbs.flights.join(FlightKey::Set(mxc.clone()))
+            else {
+                return;
+            };
+            let ready = match service.repo.get_media(&mxc).await {
+                Ok(Some(record)) => match record.state.clone() {
+                    crate::db::MediaState::Ready { content, .. } => ReadyMedia { record, content },
+                    crate::db::MediaState::Pending { .. } => return,
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(%mxc, error = %e, "cannot load media for thumbnails");
+                    return;
+                }
+            };
+            let sizes = service.thumbs.options.sizes.clone();
+            match service.generate(&ready, &sizes).await {
+                Ok(_) | Err(MediaError::NotThumbnailable) => {}
+                Err(e) => tracing::warn!(%mxc, error = %e, "pre-generating thumbnails failed"),
+            }
+        });
+    }
+
+    /// The best stored answer for `spec`, if there is one.
+    async fn stored_thumbnail(
+        &self,
+        ready: &ReadyMedia,
+        spec: ThumbnailSpec,
+    ) -> Result<Option<ServedThumbnail>, MediaError> {
+        let stored = self.repo.list_thumbnails(&ready.record.mxc).await?;
+        if let Some(exact) = stored.iter().find(|t| t.spec == spec && !t.animated) {
+            return Ok(Some(exact.clone().into()));
+        }
+        let Some((w, h)) = ready.record.image_size else {
+            return Ok(None);
+        };
+        let (tw, th) = match spec.plan(w, h) {
+            Plan::Original => (w, h),
+            Plan::Resize { width, height, .. } => (width, height),
+        };
+        // The smallest stored thumbnail that is at least as large as asked, of the same
+        // kind: for crop, the same aspect ratio.
+        let fits = |t: &&ThumbnailRecord| {
+            !t.animated
+                && t.width >= tw
+                && t.height >= th
+                && match spec.method {
+                    Method::Scale => {
+                        t.spec.method == Method::Scale || (t.width, t.height) == (w, h)
+                    }
+                    Method::Crop => {
+                        u64::from(t.width) * u64::from(th) == u64::from(t.height) * u64::from(tw)
+                    }
+                }
+        };
+        let best = stored
+            .iter()
+            .filter(fits)
+            .min_by_key(|t| u64::from(t.width) * u64::from(t.height));
+        if best.is_some() || self.thumbs.options.dynamic {
+            return Ok(best.cloned().map(Into::into));
+        }
+        // Sizes are fixed and none is large enough: the original is never too small.
+        Ok(stored
+            .into_iter()
+            .find(|t| (t.width, t.height) == (w, h))
+            .map(Into::into))
+    }
+
+    /// Serve the original image itself, as its sniffed image type; where browsers cannot
+    /// show that type, the largest stored thumbnail.
+    async fn original_as_thumbnail(
+        &self,
+        ready: &ReadyMedia,
+    ) -> Result<ServedThumbnail, MediaError> {
+        let (w, h) = ready
+            .record
+            .image_size
+            .ok_or(MediaError::NotThumbnailable)?;
+        let head_len = ready.content.size.min(64);
+        let mut head = Vec::new();
+        let mut stream = self
+            .open(&ready.content.sha256, ready.content.size, Some(0..head_len))
+            .await?;
+        while let Some(chunk) = stream.try_next().await? {
+            head.extend_from_slice(&chunk);
+        }
+        if let Some(mime) = thumbnail::sniff(&head).and_then(thumbnail::web_mime) {
+            let content_type = ContentType::parse(mime).expect("image MIME types are valid");
+            let content = ThumbnailContent {
+                content_type,
+                size: ready.content.size,
+                sha256: ready.content.sha256,
+            };
+            return Ok(ServedThumbnail {
+                content,
+                width: w,
+                height: h,
+            });
+        }
+        let stored = self.repo.list_thumbnails(&ready.record.mxc).await?;
+        stored
+            .into_iter()
+            .filter(|t| !t.animated)
+            .max_by_key(|t| u64::from(t.width) * u64::from(t.height))
+            .map(Into::into)
+            .ok_or(MediaError::NotThumbnailable)
+    }
+
+    /// Decode the source once and store a thumbnail row for every spec. Returns the
+    /// image's (oriented) size.
+    async fn generate(
+        &self,
+        ready: &ReadyMedia,
+        specs: &[ThumbnailSpec],
+    ) -> Result<(u32, u32), MediaError> {
+        let t = &self.thumbs;
+        let mxc = &ready.record.mxc;
+        if ready.content.size > t.options.max_source_bytes {
+            return Err(MediaError::ThumbnailTooLarge);
+        }
+        // The permit bounds CPU and the memory of sources read for decoding.
+        let _permit = t
+            .cpu
+            .acquire()
+            .await
+            .expect("the thumbnail semaphore is never closed");
+        let data = self.read_all(ready).await?;
+        let limits = t.options.limits;
+        let job_specs = specs.to_vec();
+        let job_data = data.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            thumbnail::render_all(&job_data, &job_specs, &limits)
+        })
+        .await
+        .map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))?;
+        let (probe, rendered) = match result {
+            Ok(ok) => ok,
+            Err(error) => {
+                tracing::info!(%mxc, %error, "cannot thumbnail");
+                t.failures.insert(mxc.clone(), error.clone()).await;
+                return Err(error.into());
+            }
+        };
+        self.repo
+            .set_image_size(mxc, probe.width, probe.height)
+            .await?;
+        let original = ThumbnailContent {
+            content_type: ContentType::parse(probe.format.to_mime_type())
+                .expect("image MIME types are valid"),
+            size: ready.content.size,
+            sha256: ready.content.sha256,
+        };
+        let now = now_ms();
+        for (spec, out) in specs.iter().zip(rendered) {
+            let (content, width, height) = match out {
+                Rendered::Original => (original.clone(), probe.width, probe.height),
+                Rendered::Thumbnail(th) => {
+                    let size = th.bytes.len() as u64;
+                    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(
+                        th.bytes,
+                    ))]);
+                    let blob = self
+                        .blobs
+                        .put_stream(body, size)
+                        .await
+                        .map_err(|e| match e {
+                            crate::storage::PutError::Storage(e) => MediaError::Storage(e),
+                            other => MediaError::Internal(other.to_string()),
+                        })?;
+                    let content_type = ContentType::parse(th.content_type)
+                        .expect("thumbnail MIME types are valid");
+                    (
+                        ThumbnailContent {
+                            content_type,
+                            size,
+                            sha256: blob.hash,
+                        },
+                        th.width,
+                        th.height,
+                    )
+                }
+            };
+            let record = ThumbnailRecord {
+                spec: *spec,
+                animated: false,
+                width,
+                height,
+                content,
+            };
+            self.repo.insert_thumbnail(mxc, &record, now).await?;
+        }
+        Ok((probe.width, probe.height))
+    }
+
+    /// The whole content of a media item, for decoding (bounded by the caller).
+    async fn read_all(&self, ready: &ReadyMedia) -> Result<Vec<u8>, MediaError> {
+        let mut stream = self
+            .open(&ready.content.sha256, ready.content.size, None)
+            .await?;
+        let mut data = Vec::with_capacity(usize::try_from(ready.content.size).unwrap_or(0));
+        while let Some(chunk) = stream.try_next().await? {
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    }
+}
+
+impl From<ThumbnailError> for MediaError {
+    fn from(e: ThumbnailError) -> Self {
+        match e {
+            ThumbnailError::Unsupported | ThumbnailError::Decode(_) => MediaError::NotThumbnailable,
+            ThumbnailError::TooLarge { .. } => MediaError::ThumbnailTooLarge,
+            ThumbnailError::Encode(detail) => MediaError::Internal(detail),
+        }
+    }
+}
+
+pub(super) type SharedThumbnailer = Arc<Thumbnailer>;
