@@ -4,6 +4,7 @@
 //! `routes` (HTTP) → `media` (rules) → `storage` (blobs) / `db` (metadata) → `domain` (types).
 
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;

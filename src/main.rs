@@ -22,6 +22,29 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Measure throughput on your own hardware and images.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Thumbnail every image in DIR with the production pipeline (no HTTP, no storage).
+    Thumbnails {
+        dir: PathBuf,
+        /// Images processed at once.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// `recommended`, or a list like `96x96:crop,320x240:scale`.
+        #[arg(long, default_value = "recommended")]
+        sizes: String,
+        /// Process every image this many times.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +59,13 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Bench(Bench::Thumbnails {
+            dir,
+            workers,
+            sizes,
+            repeat,
+            json,
+        }) => bench(&config, &dir, workers, &sizes, repeat, json),
         Command::Serve => serve(config).await,
         Command::Migrate => open_repo(&config)
             .await
@@ -57,4 +87,39 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(addr = %app.local_addr(), "mxcd listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+fn bench(
+    config: &Config,
+    dir: &std::path::Path,
+    workers: usize,
+    sizes: &str,
+    repeat: usize,
+    json: bool,
+) -> Result<(), String> {
+    let specs = if sizes == "recommended" {
+        config.thumbnail_sizes.clone()
+    } else {
+        sizes
+            .split(',')
+            .map(|s| s.trim().parse().map_err(|e| format!("--sizes: {s:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let files = mxcd::bench::images_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if files.is_empty() {
+        return Err(format!("no files in {}", dir.display()));
+    }
+    let limits = mxcd::thumbnail::Limits {
+        max_pixels: config.settings.thumbnails.max_pixels,
+    };
+    let report = mxcd::bench::run(&files, &specs, workers, repeat.max(1), limits);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }

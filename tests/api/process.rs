@@ -220,3 +220,49 @@ fn migrate_creates_the_database() {
     assert!(status.success());
     assert!(dir.path().join("state/meta.db").exists());
 }
+
+#[test]
+fn bench_thumbnails_reports_per_format_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([x as u8, y as u8, (x ^ y) as u8])
+    });
+    img.save(dir.path().join("a.jpg")).unwrap();
+    img.save(dir.path().join("b.png")).unwrap();
+    std::fs::write(dir.path().join("c.txt"), "not an image").unwrap();
+    let out = Command::new(BIN)
+        .args(["bench", "thumbnails"])
+        .arg(dir.path())
+        .args(["--workers", "2", "--repeat", "2", "--json"])
+        .env_remove("MXCD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let formats: Vec<&str> = rows.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["JPEG", "PNG", "ALL"]);
+    assert_eq!(rows[2]["images"], 4, "two images, twice");
+    assert!(rows[2]["megapixels_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["sizes"].as_array().unwrap().len(), 5);
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0][0].as_str().unwrap().ends_with("c.txt"));
+
+    let out = Command::new(BIN)
+        .args(["bench", "thumbnails"])
+        .arg(dir.path())
+        .args(["--sizes", "50x50:crop"])
+        .env_remove("MXCD_CONFIG")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("sizes: 50x50:crop") && table.contains("ALL"),
+        "{table}"
+    );
+}
