@@ -52,8 +52,8 @@ pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Thumbnail every file `repeat` times on `workers` threads. Files are read into memory
-/// first, so only decode, resize and encode are timed.
+/// Thumbnail every file `repeat` times on `workers` threads. Each job reads its file
+/// (as the server does under its worker permit); only decode, resize and encode are timed.
 pub fn run(
     files: &[PathBuf],
     specs: &[ThumbnailSpec],
@@ -61,11 +61,7 @@ pub fn run(
     repeat: usize,
     limits: Limits,
 ) -> Report {
-    let inputs: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok().map(|d| (p.display().to_string(), d)))
-        .collect();
-    let jobs: Vec<&(String, Vec<u8>)> = (0..repeat).flat_map(|_| inputs.iter()).collect();
+    let jobs: Vec<&PathBuf> = (0..repeat).flat_map(|_| files.iter()).collect();
     let next = Mutex::new(0usize);
     let samples = Mutex::new(Vec::new());
     let failures = Mutex::new(BTreeMap::new());
@@ -79,21 +75,26 @@ pub fn run(
                         *n += 1;
                         *n - 1
                     };
-                    let Some((name, data)) = jobs.get(i) else {
+                    let Some(path) = jobs.get(i) else {
                         break;
                     };
+                    let name = path.display().to_string();
+                    let data = match std::fs::read(path) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            failures.lock().expect("lock").insert(name, e.to_string());
+                            continue;
+                        }
+                    };
                     let t = Instant::now();
-                    match thumbnail::render_all(data, specs, &limits) {
+                    match thumbnail::render_all(&data, specs, &limits) {
                         Ok((probe, _)) => samples.lock().expect("lock").push(Sample {
                             format: format!("{:?}", probe.format).to_uppercase(),
                             megapixels: f64::from(probe.width) * f64::from(probe.height) / 1e6,
                             elapsed: t.elapsed(),
                         }),
                         Err(e) => {
-                            failures
-                                .lock()
-                                .expect("lock")
-                                .insert(name.clone(), e.to_string());
+                            failures.lock().expect("lock").insert(name, e.to_string());
                         }
                     }
                 }

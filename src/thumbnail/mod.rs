@@ -80,48 +80,76 @@ pub fn render_all(
     let image = decode::decode(data, &probe, needed, limits)?;
     let has_alpha = encode::has_alpha(&image);
     let mut resizer = Resizer::new();
-    let rendered = plans
-        .into_iter()
-        .map(|plan| match plan {
-            Plan::Original => Ok(Rendered::Original),
-            Plan::Resize {
-                width,
-                height,
-                crop,
-            } => {
-                let resized = resize(&mut resizer, &image, &probe, width, height, crop)?;
-                let thumb = encode::encode(&resized, has_alpha)?;
-                // A thumbnail larger than its source is pointless: serve the source.
-                if web_safe && thumb.bytes.len() >= data.len() {
-                    Ok(Rendered::Original)
-                } else {
-                    Ok(Rendered::Thumbnail(thumb))
-                }
-            }
-        })
-        .collect::<Result<_, _>>()?;
+    // Largest first: every whole-image result becomes a cheaper source for the
+    // smaller sizes after it (resizing cost grows with the source's pixels).
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(output_pixels(plans[i])));
+    let mut sources: Vec<DynamicImage> = vec![image];
+    let mut rendered = vec![Rendered::Original; plans.len()];
+    for i in order {
+        let Plan::Resize {
+            width,
+            height,
+            crop,
+        } = plans[i]
+        else {
+            continue;
+        };
+        let factor = needed_factor(plans[i], &probe);
+        // The smallest source with at least the resolution this plan needs.
+        let source = sources
+            .iter()
+            .filter(|s| f64::from(s.width()) / f64::from(probe.width) >= factor)
+            .min_by_key(|s| u64::from(s.width()) * u64::from(s.height()))
+            .unwrap_or(&sources[0]);
+        let resized = resize(&mut resizer, source, &probe, width, height, crop)?;
+        let thumb = encode::encode(&resized, has_alpha)?;
+        if crop.is_none() {
+            sources.push(resized);
+        }
+        // A thumbnail larger than its source is pointless: serve the source.
+        rendered[i] = if web_safe && thumb.bytes.len() >= data.len() {
+            Rendered::Original
+        } else {
+            Rendered::Thumbnail(thumb)
+        };
+    }
     Ok((probe, rendered))
 }
 
 /// The decoded size (in oriented source pixels) needed to make `plan` without upscaling.
 fn needed_source_size(plan: Plan, probe: &Probe) -> Option<(u32, u32)> {
+    let Plan::Resize { .. } = plan else {
+        return None;
+    };
+    let f = needed_factor(plan, probe);
+    Some((
+        (f64::from(probe.width) * f).ceil() as u32,
+        (f64::from(probe.height) * f).ceil() as u32,
+    ))
+}
+
+/// The scale (relative to the full source) a source must have at least to make `plan`.
+fn needed_factor(plan: Plan, probe: &Probe) -> f64 {
     let Plan::Resize {
         width,
         height,
         crop,
     } = plan
     else {
-        return None;
+        return 1.0;
     };
     let (cw, ch) = crop.map_or((probe.width, probe.height), |c| (c.width, c.height));
-    // Scale factor from source to output, applied to the whole source.
     let fx = f64::from(width) / f64::from(cw);
     let fy = f64::from(height) / f64::from(ch);
-    let f = fx.max(fy).min(1.0);
-    Some((
-        (f64::from(probe.width) * f).ceil() as u32,
-        (f64::from(probe.height) * f).ceil() as u32,
-    ))
+    fx.max(fy).min(1.0)
+}
+
+fn output_pixels(plan: Plan) -> u64 {
+    match plan {
+        Plan::Resize { width, height, .. } => u64::from(width) * u64::from(height),
+        Plan::Original => 0,
+    }
 }
 
 fn resize(
