@@ -17,6 +17,50 @@ use crate::domain::{Plan, ThumbnailSpec};
 
 pub use decode::{Limits, Probe, probe};
 
+/// The pipeline's stages one by one, for benchmarks (`benches/thumbnail.rs`).
+pub mod stages {
+    use fast_image_resize::Resizer;
+    use image::DynamicImage;
+
+    use super::{Limits, Probe, Thumbnail, ThumbnailError};
+    use crate::domain::Plan;
+
+    /// Decode as `render_all` does for `plans` (JPEG shrink-on-load included).
+    pub fn decode(
+        data: &[u8],
+        probe: &Probe,
+        plans: &[Plan],
+        limits: &Limits,
+    ) -> Result<DynamicImage, ThumbnailError> {
+        let needed = plans
+            .iter()
+            .filter_map(|p| super::needed_source_size(*p, probe))
+            .fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+        super::decode::decode(data, probe, needed, limits)
+    }
+
+    /// Resize a decoded image for one plan (from the decoded image, no cascade).
+    pub fn resize(
+        image: &DynamicImage,
+        probe: &Probe,
+        plan: Plan,
+    ) -> Result<DynamicImage, ThumbnailError> {
+        match plan {
+            Plan::Original => Ok(image.clone()),
+            Plan::Resize {
+                width,
+                height,
+                crop,
+            } => super::resize(&mut Resizer::new(), image, probe, width, height, crop),
+        }
+    }
+
+    /// Encode as JPEG, or as PNG when `alpha`.
+    pub fn encode(image: &DynamicImage, alpha: bool) -> Result<Thumbnail, ThumbnailError> {
+        super::encode::encode(image, alpha)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ThumbnailError {
     /// Not an image we can thumbnail (unknown or unsupported format, SVG, …).
