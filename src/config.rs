@@ -43,6 +43,8 @@ pub struct ThumbnailSettings {
     pub workers: usize,
     /// How long a file that failed to thumbnail is not tried again, in seconds.
     pub failure_ttl_secs: u64,
+    /// Longest time one image may take to thumbnail, in seconds; longer → 413.
+    pub job_timeout_secs: u64,
 }
 
 impl Default for ThumbnailSettings {
@@ -62,6 +64,7 @@ impl Default for ThumbnailSettings {
             max_source_bytes: 64 * 1024 * 1024,
             workers: 0,
             failure_ttl_secs: 600,
+            job_timeout_secs: 30,
         }
     }
 }

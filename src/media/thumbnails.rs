@@ -27,6 +27,8 @@ pub struct ThumbnailOptions {
     pub max_source_bytes: u64,
     /// Decodes running at once.
     pub workers: usize,
+    /// Longest time one source may take to thumbnail.
+    pub job_timeout: Duration,
     pub failure_ttl: Duration,
 }
 
@@ -39,7 +41,7 @@ enum FlightKey {
 
 pub(super) struct Thumbnailer {
     options: ThumbnailOptions,
-    cpu: Semaphore,
+    cpu: Arc<Semaphore>,
     flights: Flights<FlightKey>,
     /// Files that failed recently, so retries do not burn CPU.
     failures: Cache<Mxc, ThumbnailError>,
@@ -53,7 +55,7 @@ impl Thumbnailer {
             options.workers
         };
         Self {
-            cpu: Semaphore::new(workers),
+            cpu: Arc::new(Semaphore::new(workers)),
             flights: Flights::default(),
             failures: Cache::builder()
                 .max_capacity(100_000)
@@ -266,21 +268,29 @@ impl MediaService {
         if ready.content.size > t.options.max_source_bytes {
             return Err(MediaError::ThumbnailTooLarge);
         }
-        // The permit bounds CPU and the memory of sources read for decoding.
-        let _permit = t
+        // The permit bounds CPU and the memory of sources read for decoding. It moves
+        // into the blocking job, so a job past its time limit still holds its slot until
+        // it really ends.
+        let permit = t
             .cpu
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the thumbnail semaphore is never closed");
         let data = self.read_all(ready).await?;
         let limits = t.options.limits;
         let job_specs = specs.to_vec();
-        let job_data = data.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            thumbnail::render_all(&job_data, &job_specs, &limits)
-        })
-        .await
-        .map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))?;
+        let job = tokio::task::spawn_blocking(move || {
+            let result = thumbnail::render_all(&data, &job_specs, &limits);
+            drop(permit);
+            result
+        });
+        let result = match tokio::time::timeout(t.options.job_timeout, job).await {
+            Ok(joined) => {
+                joined.map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))?
+            }
+            Err(_) => Err(ThumbnailError::TimedOut),
+        };
         let (probe, rendered) = match result {
             Ok(ok) => ok,
             Err(error) => {
@@ -357,7 +367,9 @@ impl From<ThumbnailError> for MediaError {
     fn from(e: ThumbnailError) -> Self {
         match e {
             ThumbnailError::Unsupported | ThumbnailError::Decode(_) => MediaError::NotThumbnailable,
-            ThumbnailError::TooLarge { .. } => MediaError::ThumbnailTooLarge,
+            ThumbnailError::TooLarge { .. } | ThumbnailError::TimedOut => {
+                MediaError::ThumbnailTooLarge
+            }
             ThumbnailError::Encode(detail) => MediaError::Internal(detail),
         }
     }

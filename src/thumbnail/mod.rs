@@ -74,6 +74,9 @@ pub enum ThumbnailError {
     Decode(String),
     #[error("cannot encode thumbnail: {0}")]
     Encode(String),
+    /// Took longer than the caller's time limit (set by the caller, not by this module).
+    #[error("thumbnailing took too long")]
+    TimedOut,
 }
 
 /// An encoded thumbnail.

@@ -315,6 +315,30 @@ async fn content_that_cannot_be_thumbnailed(pair: Pair) {
     );
 }
 
+async fn jobs_past_the_time_limit_are_refused_and_remembered(pair: Pair) {
+    let app = TestApp::spawn_with(pair, |s| {
+        s.thumbnails.sizes.clear();
+        s.thumbnails.job_timeout_secs = 0;
+    })
+    .await;
+    let id = app
+        .upload(
+            encoded(photo(1500, 1500), ImageFormat::Png),
+            Some("image/png"),
+            None,
+        )
+        .await;
+    for _ in 0..2 {
+        let res = app
+            .authed(Method::GET, &path(&id, "width=64&height=64"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 413, "M_TOO_LARGE").await;
+    }
+    assert_eq!(app.stored_objects().await.0, 1, "no thumbnail stored");
+}
+
 async fn legacy_thumbnails_honour_the_freeze(pair: Pair) {
     let app = TestApp::spawn(pair).await;
     let id = app
@@ -375,4 +399,5 @@ crate::on_both_pairs!(
     content_that_cannot_be_thumbnailed,
     legacy_thumbnails_honour_the_freeze,
     thumbnail_of_pending_media_times_out,
+    jobs_past_the_time_limit_are_refused_and_remembered,
 );
