@@ -37,6 +37,8 @@ pub struct ThumbnailSettings {
     pub dynamic: bool,
     /// Largest image (width x height) decoded; larger ones get 413.
     pub max_pixels: u64,
+    /// Frames x pixels decoded for one animated thumbnail; more → a still thumbnail.
+    pub max_animation_pixels: u64,
     /// Largest file thumbnailed, in bytes; larger ones get 413.
     pub max_source_bytes: u64,
     /// Images decoded at once (0 = one per CPU core).
@@ -61,6 +63,7 @@ impl Default for ThumbnailSettings {
             .to_vec(),
             dynamic: true,
             max_pixels: 32_000_000,
+            max_animation_pixels: 400_000_000,
             max_source_bytes: 64 * 1024 * 1024,
             workers: 0,
             failure_ttl_secs: 600,

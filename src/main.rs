@@ -111,6 +111,7 @@ fn bench(
     }
     let limits = mxcd::thumbnail::Limits {
         max_pixels: config.settings.thumbnails.max_pixels,
+        max_animation_pixels: config.settings.thumbnails.max_animation_pixels,
     };
     let report = mxcd::bench::run(&files, &specs, workers, repeat.max(1), limits);
     if json {

@@ -63,6 +63,7 @@ impl Application {
             dynamic: s.thumbnails.dynamic,
             limits: Limits {
                 max_pixels: s.thumbnails.max_pixels,
+                max_animation_pixels: s.thumbnails.max_animation_pixels,
             },
             max_source_bytes: s.thumbnails.max_source_bytes,
             workers: s.thumbnails.workers,

@@ -37,6 +37,7 @@ pub struct ThumbnailOptions {
 enum FlightKey {
     Set(Mxc),
     One(Mxc, ThumbnailSpec),
+    Animated(Mxc, ThumbnailSpec),
 }
 
 pub(super) struct Thumbnailer {
@@ -45,6 +46,8 @@ pub(super) struct Thumbnailer {
     flights: Flights<FlightKey>,
     /// Files that failed recently, so retries do not burn CPU.
     failures: Cache<Mxc, ThumbnailError>,
+    /// Media for which no animated thumbnail can be made (still images, too many frames).
+    not_animated: Cache<Mxc, ()>,
 }
 
 impl Thumbnailer {
@@ -57,6 +60,10 @@ impl Thumbnailer {
         Self {
             cpu: Arc::new(Semaphore::new(workers)),
             flights: Flights::default(),
+            not_animated: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(options.failure_ttl)
+                .build(),
             failures: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(options.failure_ttl)
@@ -87,10 +94,13 @@ impl From<ThumbnailRecord> for ServedThumbnail {
 impl MediaService {
     /// A thumbnail of `mxc` for `spec` (never upscaled, never smaller than asked unless
     /// the original is), waiting up to `wait` for content that is not uploaded yet.
+    /// With `animated`, an animated source gets an animated thumbnail; anything else a
+    /// still one.
     pub async fn thumbnail(
         &self,
         mxc: &Mxc,
         spec: ThumbnailSpec,
+        animated: bool,
         access: Access,
         wait: Duration,
     ) -> Result<ServedThumbnail, MediaError> {
@@ -98,6 +108,12 @@ impl MediaService {
         let t = &self.thumbs;
         if let Some(error) = t.failures.get(mxc).await {
             return Err(error.into());
+        }
+        if animated && !t.not_animated.contains_key(mxc) {
+            if let Some(found) = self.animated_thumbnail(&ready, spec).await? {
+                return Ok(found);
+            }
+            t.not_animated.insert(mxc.clone(), ()).await;
         }
         // Pre-generation of this media may be under way: its result is what we want.
         if let Some(pending) = t.flights.in_flight(&FlightKey::Set(mxc.clone())) {
@@ -136,6 +152,34 @@ impl MediaService {
                     return self.original_as_thumbnail(&ready).await;
                 }
                 Role::Follower(f) => f.wait().await,
+            }
+        }
+    }
+
+    /// A stored or freshly made animated thumbnail, or None for a still source.
+    async fn animated_thumbnail(
+        &self,
+        ready: &ReadyMedia,
+        spec: ThumbnailSpec,
+    ) -> Result<Option<ServedThumbnail>, MediaError> {
+        let mxc = &ready.record.mxc;
+        loop {
+            let stored = self.repo.list_thumbnails(mxc).await?;
+            if let Some(found) = stored.into_iter().find(|t| t.animated && t.spec == spec) {
+                return Ok(Some(found.into()));
+            }
+            match self
+                .thumbs
+                .flights
+                .join(FlightKey::Animated(mxc.clone(), spec))
+            {
+                Role::Leader(_guard) => return self.generate_animated(ready, spec).await,
+                Role::Follower(f) => {
+                    f.wait().await;
+                    if self.thumbs.not_animated.contains_key(mxc) {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -256,15 +300,14 @@ impl MediaService {
             .ok_or(MediaError::NotThumbnailable)
     }
 
-    /// Decode the source once and store a thumbnail row for every spec. Returns the
-    /// image's (oriented) size.
-    async fn generate(
+    /// Run `job` on the source's bytes on a blocking thread, holding a worker permit,
+    /// within the time limit.
+    async fn run_job<T: Send + 'static>(
         &self,
         ready: &ReadyMedia,
-        specs: &[ThumbnailSpec],
-    ) -> Result<(u32, u32), MediaError> {
+        job: impl FnOnce(&[u8]) -> Result<T, ThumbnailError> + Send + 'static,
+    ) -> Result<Result<T, ThumbnailError>, MediaError> {
         let t = &self.thumbs;
-        let mxc = &ready.record.mxc;
         if ready.content.size > t.options.max_source_bytes {
             return Err(MediaError::ThumbnailTooLarge);
         }
@@ -278,65 +321,54 @@ impl MediaService {
             .await
             .expect("the thumbnail semaphore is never closed");
         let data = self.read_all(ready).await?;
-        let limits = t.options.limits;
-        let job_specs = specs.to_vec();
-        let job = tokio::task::spawn_blocking(move || {
-            let result = thumbnail::render_all(&data, &job_specs, &limits);
+        let handle = tokio::task::spawn_blocking(move || {
+            let result = job(&data);
             drop(permit);
             result
         });
-        let result = match tokio::time::timeout(t.options.job_timeout, job).await {
+        match tokio::time::timeout(t.options.job_timeout, handle).await {
             Ok(joined) => {
-                joined.map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))?
+                joined.map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))
             }
-            Err(_) => Err(ThumbnailError::TimedOut),
-        };
+            Err(_) => Ok(Err(ThumbnailError::TimedOut)),
+        }
+    }
+
+    /// Decode the source once and store a thumbnail row for every spec. Returns the
+    /// image's (oriented) size.
+    async fn generate(
+        &self,
+        ready: &ReadyMedia,
+        specs: &[ThumbnailSpec],
+    ) -> Result<(u32, u32), MediaError> {
+        let mxc = &ready.record.mxc;
+        let limits = self.thumbs.options.limits;
+        let job_specs = specs.to_vec();
+        let result = self
+            .run_job(ready, move |data| {
+                thumbnail::render_all(data, &job_specs, &limits)
+            })
+            .await?;
         let (probe, rendered) = match result {
             Ok(ok) => ok,
             Err(error) => {
                 tracing::info!(%mxc, %error, "cannot thumbnail");
-                t.failures.insert(mxc.clone(), error.clone()).await;
+                self.thumbs
+                    .failures
+                    .insert(mxc.clone(), error.clone())
+                    .await;
                 return Err(error.into());
             }
         };
         self.repo
             .set_image_size(mxc, probe.width, probe.height)
             .await?;
-        let original = ThumbnailContent {
-            content_type: ContentType::parse(probe.format.to_mime_type())
-                .expect("image MIME types are valid"),
-            size: ready.content.size,
-            sha256: ready.content.sha256,
-        };
+        let original = original_content(ready, probe.format);
         let now = now_ms();
         for (spec, out) in specs.iter().zip(rendered) {
             let (content, width, height) = match out {
                 Rendered::Original => (original.clone(), probe.width, probe.height),
-                Rendered::Thumbnail(th) => {
-                    let size = th.bytes.len() as u64;
-                    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(
-                        th.bytes,
-                    ))]);
-                    let blob = self
-                        .blobs
-                        .put_stream(body, size)
-                        .await
-                        .map_err(|e| match e {
-                            crate::storage::PutError::Storage(e) => MediaError::Storage(e),
-                            other => MediaError::Internal(other.to_string()),
-                        })?;
-                    let content_type = ContentType::parse(th.content_type)
-                        .expect("thumbnail MIME types are valid");
-                    (
-                        ThumbnailContent {
-                            content_type,
-                            size,
-                            sha256: blob.hash,
-                        },
-                        th.width,
-                        th.height,
-                    )
-                }
+                Rendered::Thumbnail(th) => self.store_blob(th).await?,
             };
             let record = ThumbnailRecord {
                 spec: *spec,
@@ -350,6 +382,75 @@ impl MediaService {
         Ok((probe.width, probe.height))
     }
 
+    /// Make and store an animated thumbnail. None when the source is not animated (or
+    /// cannot be animated within the limits): the caller serves a still one.
+    async fn generate_animated(
+        &self,
+        ready: &ReadyMedia,
+        spec: ThumbnailSpec,
+    ) -> Result<Option<ServedThumbnail>, MediaError> {
+        let mxc = &ready.record.mxc;
+        let limits = self.thumbs.options.limits;
+        let result = self
+            .run_job(ready, move |data| {
+                let format = thumbnail::probe(data, &limits)?.format;
+                Ok(thumbnail::render_animated(data, spec, &limits)?.map(|r| (r, format)))
+            })
+            .await?;
+        let (rendered, format) = match result {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                tracing::info!(%mxc, %error, "no animated thumbnail; serving a still one");
+                return Ok(None);
+            }
+        };
+        let (content, width, height) = match rendered {
+            Rendered::Thumbnail(th) => self.store_blob(th).await?,
+            Rendered::Original => {
+                let (w, h) = ready.record.image_size.unwrap_or((spec.width, spec.height));
+                (original_content(ready, format), w, h)
+            }
+        };
+        let record = ThumbnailRecord {
+            spec,
+            animated: true,
+            width,
+            height,
+            content,
+        };
+        self.repo.insert_thumbnail(mxc, &record, now_ms()).await?;
+        Ok(Some(record.into()))
+    }
+
+    /// Store an encoded thumbnail as a blob.
+    async fn store_blob(
+        &self,
+        th: thumbnail::Thumbnail,
+    ) -> Result<(ThumbnailContent, u32, u32), MediaError> {
+        let size = th.bytes.len() as u64;
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(th.bytes))]);
+        let blob = self
+            .blobs
+            .put_stream(body, size)
+            .await
+            .map_err(|e| match e {
+                crate::storage::PutError::Storage(e) => MediaError::Storage(e),
+                other => MediaError::Internal(other.to_string()),
+            })?;
+        let content_type =
+            ContentType::parse(th.content_type).expect("thumbnail MIME types are valid");
+        Ok((
+            ThumbnailContent {
+                content_type,
+                size,
+                sha256: blob.hash,
+            },
+            th.width,
+            th.height,
+        ))
+    }
+
     /// The whole content of a media item, for decoding (bounded by the caller).
     async fn read_all(&self, ready: &ReadyMedia) -> Result<Vec<u8>, MediaError> {
         let mut stream = self
@@ -360,6 +461,16 @@ impl MediaService {
             data.extend_from_slice(&chunk);
         }
         Ok(data)
+    }
+}
+
+/// The original content, labelled with its real (sniffed) image type.
+fn original_content(ready: &ReadyMedia, format: image::ImageFormat) -> ThumbnailContent {
+    ThumbnailContent {
+        content_type: ContentType::parse(format.to_mime_type())
+            .expect("image MIME types are valid"),
+        size: ready.content.size,
+        sha256: ready.content.sha256,
     }
 }
 

@@ -27,6 +27,7 @@ struct ThumbnailQuery {
 
 struct Parsed {
     spec: ThumbnailSpec,
+    animated: bool,
     timeout: Duration,
     allow_remote: bool,
 }
@@ -55,9 +56,7 @@ fn parse(req: &HttpRequest) -> Result<Parsed, ApiError> {
             "{name} must be true or false"
         ))),
     };
-    // Animated thumbnails are not generated yet; a still frame is what the spec asks
-    // for when animation is not possible.
-    flag(q.animated, "animated", false)?;
+    let animated = flag(q.animated, "animated", false)?;
     let allow_remote = flag(q.allow_remote, "allow_remote", true)?;
     let timeout_ms = match q.timeout_ms {
         None => DEFAULT_TIMEOUT_MS,
@@ -67,6 +66,7 @@ fn parse(req: &HttpRequest) -> Result<Parsed, ApiError> {
     };
     Ok(Parsed {
         spec,
+        animated,
         timeout: Duration::from_millis(timeout_ms),
         allow_remote,
     })
@@ -101,7 +101,9 @@ async fn serve(
     p: Parsed,
 ) -> Result<HttpResponse, ApiError> {
     let mxc = mxc_from_path(req)?;
-    let thumb = media.thumbnail(&mxc, p.spec, access, p.timeout).await?;
+    let thumb = media
+        .thumbnail(&mxc, p.spec, p.animated, access, p.timeout)
+        .await?;
     let content = thumb.content;
     let etag = respond::etag(&content.sha256);
     if let Some(response) = respond::not_modified(req, &etag, access) {

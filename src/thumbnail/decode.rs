@@ -12,12 +12,15 @@ use super::ThumbnailError;
 pub struct Limits {
     /// Largest width x height decoded; checked from the header, before decoding.
     pub max_pixels: u64,
+    /// Frames x canvas pixels decoded for one animated thumbnail.
+    pub max_animation_pixels: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_pixels: 32_000_000,
+            max_animation_pixels: 400_000_000,
         }
     }
 }

@@ -5,8 +5,10 @@
 //! requested thumbnail needs), then every requested size is resized from it with
 //! fast_image_resize and encoded: JPEG for opaque images, PNG where there is alpha.
 
+mod animated;
 mod decode;
 mod encode;
+mod webp_anim;
 
 use std::io::Cursor;
 
@@ -15,6 +17,7 @@ use image::{DynamicImage, GenericImageView, ImageFormat};
 
 use crate::domain::{Plan, ThumbnailSpec};
 
+pub use animated::render_animated;
 pub use decode::{Limits, Probe, probe};
 
 /// The pipeline's stages one by one, for benchmarks (`benches/thumbnail.rs`).

@@ -310,3 +310,71 @@ fn small_non_web_formats_are_re_encoded_not_served_as_is() {
     let t = thumb(&out[0]);
     assert_eq!((t.width, t.height, t.content_type), (60, 40, "image/jpeg"));
 }
+
+/// 4 frames of 240x180, 80 ms each, looping forever (made with Pillow).
+const ANIMATED_GIF: &[u8] = include_bytes!("../../tests/fixtures/animated-4x80ms.gif");
+
+/// Frame count, per-frame delays (ms) and size of an animated WebP.
+fn webp_frames(data: &[u8]) -> (usize, Vec<u32>, (u32, u32)) {
+    use image::AnimationDecoder;
+    use image::codecs::webp::WebPDecoder;
+    let frames = WebPDecoder::new(Cursor::new(data))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    let delays = frames
+        .iter()
+        .map(|f| f.delay().numer_denom_ms().0 / f.delay().numer_denom_ms().1)
+        .collect();
+    let size = frames[0].buffer().dimensions();
+    (frames.len(), delays, size)
+}
+
+#[test]
+fn animated_gifs_become_animated_webp_with_their_timing() {
+    let out = render_animated(ANIMATED_GIF, spec(96, 96, Method::Crop), &Limits::default())
+        .unwrap()
+        .unwrap();
+    let t = thumb(&out);
+    assert_eq!((t.content_type, t.width, t.height), ("image/webp", 96, 96));
+    let (count, delays, size) = webp_frames(&t.bytes);
+    assert_eq!(size, (96, 96));
+    assert_eq!(count, 4, "every frame kept; delays {delays:?}");
+    assert_eq!(delays, [80, 80, 80, 80], "frame timing kept");
+}
+
+#[test]
+fn still_images_have_no_animated_thumbnail() {
+    let png = encode(DynamicImage::ImageRgb8(photo(300, 200)), ImageFormat::Png);
+    assert_eq!(
+        render_animated(&png, spec(96, 96, Method::Crop), &Limits::default()).unwrap(),
+        None
+    );
+    let one_frame = encode(DynamicImage::ImageRgb8(photo(300, 200)), ImageFormat::Gif);
+    assert_eq!(
+        render_animated(&one_frame, spec(96, 96, Method::Crop), &Limits::default()).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn too_many_animation_pixels_are_refused() {
+    let limits = Limits {
+        max_animation_pixels: 240 * 180 * 3,
+        ..Limits::default()
+    };
+    let err = render_animated(ANIMATED_GIF, spec(96, 96, Method::Crop), &limits).unwrap_err();
+    assert!(matches!(err, ThumbnailError::TooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn small_animations_are_served_as_they_are() {
+    let out = render_animated(
+        ANIMATED_GIF,
+        spec(800, 600, Method::Scale),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(out, Some(Rendered::Original));
+}

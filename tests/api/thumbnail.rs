@@ -339,6 +339,53 @@ async fn jobs_past_the_time_limit_are_refused_and_remembered(pair: Pair) {
     assert_eq!(app.stored_objects().await.0, 1, "no thumbnail stored");
 }
 
+/// 4 frames of 240x180, 80 ms each, looping forever.
+const ANIMATED_GIF: &[u8] = include_bytes!("../fixtures/animated-4x80ms.gif");
+
+async fn animated_requests_get_animated_webp(pair: Pair) {
+    use image::AnimationDecoder;
+    let app = TestApp::spawn(pair).await;
+    let id = app.upload(ANIMATED_GIF, Some("image/gif"), None).await;
+    let (headers, body) =
+        get_image(&app, &id, "width=96&height=96&method=crop&animated=true").await;
+    assert_eq!(headers["content-type"], "image/webp");
+    assert_eq!(
+        headers["content-disposition"],
+        "inline; filename=\"thumbnail.webp\""
+    );
+    let frames = image::codecs::webp::WebPDecoder::new(Cursor::new(&body))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 4);
+    for f in &frames {
+        assert_eq!(f.buffer().dimensions(), (96, 96));
+        assert_eq!(f.delay().numer_denom_ms(), (80, 1));
+    }
+    // Without animated=true: a still image.
+    for query in [
+        "width=96&height=96&method=crop",
+        "width=96&height=96&method=crop&animated=false",
+    ] {
+        let (headers, body) = get_image(&app, &id, query).await;
+        assert_ne!(headers["content-type"], "image/webp", "{query}");
+        assert_eq!(dims(&body), (96, 96));
+    }
+    // animated=true on a still image: a still thumbnail.
+    let still = app
+        .upload(
+            encoded(photo(400, 300), ImageFormat::Png),
+            Some("image/png"),
+            None,
+        )
+        .await;
+    let (headers, body) =
+        get_image(&app, &still, "width=96&height=96&method=crop&animated=true").await;
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(dims(&body), (96, 96));
+}
+
 async fn legacy_thumbnails_honour_the_freeze(pair: Pair) {
     let app = TestApp::spawn(pair).await;
     let id = app
@@ -399,5 +446,6 @@ crate::on_both_pairs!(
     content_that_cannot_be_thumbnailed,
     legacy_thumbnails_honour_the_freeze,
     thumbnail_of_pending_media_times_out,
+    animated_requests_get_animated_webp,
     jobs_past_the_time_limit_are_refused_and_remembered,
 );
