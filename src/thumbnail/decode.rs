@@ -205,3 +205,9 @@ fn decode_webp(data: &[u8]) -> Option<DynamicImage> {
         image::RgbImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgb8)
     }
 }
+
+/// The embedded ICC profile, read from the headers only.
+pub fn icc_profile(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
+    let mut decoder = reader(data, limits).ok()?.into_decoder().ok()?;
+    decoder.icc_profile().ok().flatten()
+}

@@ -6,6 +6,7 @@
 //! fast_image_resize and encoded: JPEG for opaque images, PNG where there is alpha.
 
 mod animated;
+mod color;
 mod decode;
 mod encode;
 mod webp_anim;
@@ -129,6 +130,8 @@ pub fn render_all(
     }
     let image = decode::decode(data, &probe, needed, limits)?;
     let has_alpha = encode::has_alpha(&image);
+    let to_srgb = decode::icc_profile(data, limits)
+        .and_then(|icc| color::ToSrgb::new(&icc, matches!(image, DynamicImage::ImageRgba8(_))));
     let mut resizer = Resizer::new();
     // Largest first: every whole-image result becomes a cheaper source for the
     // smaller sizes after it (resizing cost grows with the source's pixels).
@@ -153,7 +156,15 @@ pub fn render_all(
             .min_by_key(|s| u64::from(s.width()) * u64::from(s.height()))
             .unwrap_or(&sources[0]);
         let resized = resize(&mut resizer, source, &probe, width, height, crop)?;
-        let thumb = encode::encode(&resized, has_alpha)?;
+        let thumb = match &to_srgb {
+            // Converted copies are encoded; unconverted results stay sources for smaller sizes.
+            Some(convert) => {
+                let mut srgb = resized.clone();
+                convert.apply(&mut srgb);
+                encode::encode(&srgb, has_alpha)?
+            }
+            None => encode::encode(&resized, has_alpha)?,
+        };
         if crop.is_none() {
             sources.push(resized);
         }

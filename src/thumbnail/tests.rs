@@ -378,3 +378,76 @@ fn small_animations_are_served_as_they_are() {
     .unwrap();
     assert_eq!(out, Some(Rendered::Original));
 }
+
+#[test]
+fn icc_tagged_images_are_converted_to_srgb() {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let colour = [180u8, 120, 60];
+    let flat = RgbImage::from_pixel(400, 300, Rgb(colour));
+    let prophoto = ColorProfile::new_pro_photo_rgb();
+    let icc = prophoto.encode().unwrap();
+    let mut tagged = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut tagged, 95);
+    enc.add_icc_profile(&icc).unwrap();
+    enc.encode(flat.as_raw(), 400, 300, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let untagged = jpeg_with_exif(&flat, None);
+
+    // What a colour-managed viewer shows for that ProPhoto colour, in sRGB.
+    let transform = prophoto
+        .create_transform_8bit(
+            Layout::Rgb,
+            &ColorProfile::new_srgb(),
+            Layout::Rgb,
+            TransformOptions::default(),
+        )
+        .unwrap();
+    let mut expected = [0u8; 3];
+    transform.transform(&colour, &mut expected).unwrap();
+    assert!(
+        expected.iter().zip(colour).any(|(a, b)| a.abs_diff(b) > 20),
+        "ProPhoto differs visibly: {expected:?}"
+    );
+
+    let centre = |data: &[u8]| {
+        let out = render_all(data, &[spec(100, 100, Method::Scale)], &Limits::default())
+            .unwrap()
+            .1;
+        decoded(thumb(&out[0])).to_rgb8().get_pixel(50, 37).0
+    };
+    let close = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 6);
+    let got = centre(&tagged);
+    assert!(
+        close(got, expected),
+        "tagged: got {got:?}, expected {expected:?}"
+    );
+    let got = centre(&untagged);
+    assert!(close(got, colour), "untagged stays as it is: got {got:?}");
+}
+
+#[test]
+fn cmyk_jpeg_and_16_bit_png_are_handled() {
+    let mut cmyk = Vec::new();
+    let pixels: Vec<u8> = (0..400 * 300)
+        .flat_map(|i| [0u8, 0, 0, (i % 7) as u8])
+        .collect();
+    jpeg_encoder::Encoder::new(&mut cmyk, 90)
+        .encode(&pixels, 400, 300, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
+    let out = render_all(&cmyk, &[spec(100, 100, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
+    let t = thumb(&out[0]);
+    assert_eq!((t.width, t.height, t.content_type), (100, 75, "image/jpeg"));
+    let p = decoded(t).to_rgb8().get_pixel(50, 37).0;
+    assert!(p.iter().all(|c| *c > 200), "no ink is white-ish, got {p:?}");
+
+    let wide = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(400, 300, |x, y| {
+        image::Rgb([(x * 160) as u16, (y * 200) as u16, 40_000])
+    });
+    let png16 = encode(DynamicImage::ImageRgb16(wide), ImageFormat::Png);
+    let out = render_all(&png16, &[spec(100, 100, Method::Scale)], &Limits::default())
+        .unwrap()
+        .1;
+    assert_eq!((thumb(&out[0]).width, thumb(&out[0]).height), (100, 75));
+}
