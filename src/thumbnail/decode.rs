@@ -125,7 +125,7 @@ pub fn decode(
 ) -> Result<DynamicImage, ThumbnailError> {
     let mut image = match probe.format {
         ImageFormat::Jpeg => decode_jpeg_scaled(data, probe, needed)?,
-        ImageFormat::WebP => decode_webp(data),
+        ImageFormat::WebP => decode_webp(data, probe, needed),
         _ => None,
     }
     .map_or_else(|| decode_full(data, limits), Ok)?;
@@ -193,16 +193,67 @@ fn decode_jpeg_scaled(
         .ok_or_else(|| ThumbnailError::Decode("truncated JPEG".into()))
 }
 
-/// Still WebP through libwebp, several times faster than the pure-Rust decoder on
-/// lossy images. None for animations (and anything libwebp refuses), which then take
-/// the general path.
-fn decode_webp(data: &[u8]) -> Option<DynamicImage> {
-    let decoded = webp::Decoder::new(data).decode()?;
-    let (w, h) = (decoded.width(), decoded.height());
-    if decoded.is_alpha() {
-        image::RgbaImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgba8)
+/// Still WebP through libwebp, scaled while decoding (like JPEG's DCT scaling) to what
+/// the thumbnails need. None for animations and anything libwebp refuses; those take the
+/// general path.
+fn decode_webp(data: &[u8], probe: &Probe, needed: (u32, u32)) -> Option<DynamicImage> {
+    use libwebp_sys as sys;
+    let (nw, nh) = if swaps_axes(probe.orientation) {
+        (needed.1, needed.0)
     } else {
-        image::RgbImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgb8)
+        needed
+    };
+    // SAFETY: the config is initialised by libwebp; the output buffer is ours, exactly
+    // width x height x bytes-per-pixel long with the stride given, and outlives the call;
+    // WebPFreeDecBuffer releases only libwebp's own allocations.
+    unsafe {
+        let mut config = std::mem::MaybeUninit::<sys::WebPDecoderConfig>::uninit();
+        if !sys::WebPInitDecoderConfig(config.as_mut_ptr()) {
+            return None;
+        }
+        let mut config = config.assume_init();
+        if sys::WebPGetFeatures(data.as_ptr(), data.len(), &mut config.input)
+            != sys::VP8StatusCode::VP8_STATUS_OK
+            || config.input.has_animation != 0
+        {
+            return None;
+        }
+        let (sw, sh) = (
+            u32::try_from(config.input.width).ok()?,
+            u32::try_from(config.input.height).ok()?,
+        );
+        let (w, h) = if nw < sw && nh < sh {
+            config.options.use_scaling = 1;
+            config.options.scaled_width = i32::try_from(nw.max(1)).ok()?;
+            config.options.scaled_height = i32::try_from(nh.max(1)).ok()?;
+            (nw.max(1), nh.max(1))
+        } else {
+            (sw, sh)
+        };
+        let alpha = config.input.has_alpha != 0;
+        let bpp: usize = if alpha { 4 } else { 3 };
+        let mut pixels = vec![0u8; w as usize * h as usize * bpp];
+        config.output.colorspace = if alpha {
+            sys::WEBP_CSP_MODE::MODE_RGBA
+        } else {
+            sys::WEBP_CSP_MODE::MODE_RGB
+        };
+        config.output.is_external_memory = 1;
+        config.output.u.RGBA = sys::WebPRGBABuffer {
+            rgba: pixels.as_mut_ptr(),
+            stride: i32::try_from(w as usize * bpp).ok()?,
+            size: pixels.len(),
+        };
+        let status = sys::WebPDecode(data.as_ptr(), data.len(), &mut config);
+        sys::WebPFreeDecBuffer(&mut config.output);
+        if status != sys::VP8StatusCode::VP8_STATUS_OK {
+            return None;
+        }
+        if alpha {
+            image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8)
+        } else {
+            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        }
     }
 }
 
