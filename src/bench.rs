@@ -54,12 +54,14 @@ pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Thumbnail every file `repeat` times on `workers` threads. Each job reads its file
 /// (as the server does under its worker permit); only decode, resize and encode are timed.
+/// `on_done` is called after every job (for a progress bar).
 pub fn run(
     files: &[PathBuf],
     specs: &[ThumbnailSpec],
     workers: usize,
     repeat: usize,
     limits: Limits,
+    on_done: &(dyn Fn() + Sync),
 ) -> Report {
     let jobs: Vec<&PathBuf> = (0..repeat).flat_map(|_| files.iter()).collect();
     let next = Mutex::new(0usize);
@@ -78,6 +80,7 @@ pub fn run(
                     let Some(path) = jobs.get(i) else {
                         break;
                     };
+                    let _done = Finished(on_done);
                     let name = path.display().to_string();
                     let data = match std::fs::read(path) {
                         Ok(d) => d,
@@ -121,6 +124,15 @@ pub fn run(
         rows,
         peak_rss_mib: peak_rss_mib(),
         failures: failures.into_inner().expect("lock").into_iter().collect(),
+    }
+}
+
+/// Calls the progress callback when a job ends, however it ends.
+struct Finished<'a>(&'a (dyn Fn() + Sync));
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 

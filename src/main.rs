@@ -113,7 +113,18 @@ fn bench(
         max_pixels: config.settings.thumbnails.max_pixels,
         max_animation_pixels: config.settings.thumbnails.max_animation_pixels,
     };
-    let report = mxcd::bench::run(&files, &specs, workers, repeat.max(1), limits);
+    // Drawn on stderr only when it is a terminal (indicatif hides it otherwise).
+    let progress = indicatif::ProgressBar::new((files.len() * repeat.max(1)) as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images, {elapsed} (eta {eta})",
+        )
+        .expect("a valid progress template"),
+    );
+    let report = mxcd::bench::run(&files, &specs, workers, repeat.max(1), limits, &|| {
+        progress.inc(1)
+    });
+    progress.finish_and_clear();
     if json {
         println!(
             "{}",
