@@ -200,30 +200,39 @@ async fn expired_reservations_are_gone(pair: Pair) {
     assert_eq!(report.expired_reservations, 1);
 }
 
-async fn download_waits_for_the_upload(pair: Pair) {
-    let app = TestApp::spawn(pair).await;
-    let (id, _) = create(&app, ALICE).await;
+/// Create media on `waiter`, start a download of it there that may wait 10 s, PUT
+/// `body` through `uploader` 300 ms later, and return what the download got and when.
+async fn put_while_download_waits(
+    waiter: &TestApp,
+    uploader: &TestApp,
+    body: &'static str,
+) -> (String, Duration) {
+    let (id, _) = create(waiter, ALICE).await;
     let started = Instant::now();
     let waiting = {
-        let req = app.authed(
-            Method::GET,
-            &format!("/_matrix/client/v1/media/download/{SERVER_NAME}/{id}?timeout_ms=10000"),
-        );
+        let path = format!("/_matrix/client/v1/media/download/{SERVER_NAME}/{id}?timeout_ms=10000");
+        let req = waiter.authed(Method::GET, &path);
         tokio::spawn(async move { req.send().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let res = app
+    let res = uploader
         .authed(Method::PUT, &put_path(&id))
-        .body("arrived")
+        .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     let res = waiting.await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap(), "arrived");
+    (res.text().await.unwrap(), started.elapsed())
+}
+
+async fn download_waits_for_the_upload(pair: Pair) {
+    let app = TestApp::spawn(pair).await;
+    let (got, took) = put_while_download_waits(&app, &app, "arrived").await;
+    assert_eq!(got, "arrived");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        took < Duration::from_secs(5),
         "download completed as soon as the PUT landed"
     );
 }
@@ -233,24 +242,12 @@ async fn download_waits_for_the_upload(pair: Pair) {
 async fn download_waits_across_processes(pair: Pair) {
     let app = TestApp::spawn(pair).await;
     let other = TestApp::spawn_sharing(&app).await;
-    let (id, _) = create(&app, ALICE).await;
-    let waiting = {
-        let req = app.authed(
-            Method::GET,
-            &format!("/_matrix/client/v1/media/download/{SERVER_NAME}/{id}?timeout_ms=10000"),
-        );
-        tokio::spawn(async move { req.send().await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let res = other
-        .authed(Method::PUT, &put_path(&id))
-        .body("elsewhere")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = waiting.await.unwrap();
-    assert_eq!(res.text().await.unwrap(), "elsewhere");
+    let (got, took) = put_while_download_waits(&app, &other, "elsewhere").await;
+    assert_eq!(got, "elsewhere");
+    assert!(
+        took < Duration::from_secs(5),
+        "seen by polling the shared database"
+    );
 }
 
 async fn download_times_out_with_504(pair: Pair) {

@@ -110,46 +110,36 @@ async fn whoami_tokens_are_accepted_and_cached(pair: Pair) {
 
 async fn homeserver_failures_are_not_401(pair: Pair) {
     let app = TestApp::spawn(pair).await;
-    Mock::given(method("GET"))
-        .and(path(WHOAMI))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&app.homeserver)
-        .await;
-    let res = app
-        .get("/_matrix/client/v1/media/config")
-        .bearer_auth("t1")
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, 502, "M_UNKNOWN").await;
-
-    app.homeserver.reset().await;
-    Mock::given(method("GET"))
-        .and(path(WHOAMI))
-        .respond_with(ResponseTemplate::new(200).set_body_string("not json"))
-        .mount(&app.homeserver)
-        .await;
-    let res = app
-        .get("/_matrix/client/v1/media/config")
-        .bearer_auth("t2")
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, 502, "M_UNKNOWN").await;
-
-    app.homeserver.reset().await;
-    Mock::given(method("GET"))
-        .and(path(WHOAMI))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
-        .mount(&app.homeserver)
-        .await;
-    let res = app
-        .get("/_matrix/client/v1/media/config")
-        .bearer_auth("t3")
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, 503, "M_UNKNOWN").await;
+    let cases = [
+        (ResponseTemplate::new(500), 502, "homeserver error"),
+        (
+            ResponseTemplate::new(200).set_body_string("not json"),
+            502,
+            "unusable answer",
+        ),
+        (
+            ResponseTemplate::new(200).set_delay(Duration::from_secs(10)),
+            503,
+            "homeserver too slow",
+        ),
+    ];
+    for (i, (answer, status, why)) in cases.into_iter().enumerate() {
+        app.homeserver.reset().await;
+        Mock::given(method("GET"))
+            .and(path(WHOAMI))
+            .respond_with(answer)
+            .mount(&app.homeserver)
+            .await;
+        // A fresh token each time, so no cached answer is used.
+        let res = app
+            .get("/_matrix/client/v1/media/config")
+            .bearer_auth(format!("t{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{why}");
+        assert_error(res, status, "M_UNKNOWN").await;
+    }
 }
 
 async fn unreachable_homeserver_is_503(pair: Pair) {
