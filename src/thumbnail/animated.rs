@@ -68,7 +68,8 @@ pub fn render_animated(
             delay.max(MIN_DELAY_MS)
         };
         let image = DynamicImage::ImageRgba8(frame.into_buffer());
-        let resized = resize(&mut resizer, &image, &probe, width, height, crop)?.into_rgba8();
+        let resized =
+            resize(&mut resizer, &image, &probe, (width, height), crop, true)?.into_rgba8();
         encoder.add(&resized, ms(timestamp_ms))?;
         timestamp_ms = timestamp_ms.saturating_add(delay);
     }

@@ -55,7 +55,14 @@ pub mod stages {
                 width,
                 height,
                 crop,
-            } => super::resize(&mut Resizer::new(), image, probe, width, height, crop),
+            } => super::resize(
+                &mut Resizer::new(),
+                image,
+                probe,
+                (width, height),
+                crop,
+                true,
+            ),
         }
     }
 
@@ -155,7 +162,14 @@ pub fn render_all(
             .filter(|s| f64::from(s.width()) / f64::from(probe.width) >= factor)
             .min_by_key(|s| u64::from(s.width()) * u64::from(s.height()))
             .unwrap_or(&sources[0]);
-        let resized = resize(&mut resizer, source, &probe, width, height, crop)?;
+        let resized = resize(
+            &mut resizer,
+            source,
+            &probe,
+            (width, height),
+            crop,
+            has_alpha,
+        )?;
         let thumb = match &to_srgb {
             // Converted copies are encoded; unconverted results stay sources for smaller sizes.
             Some(convert) => {
@@ -213,13 +227,15 @@ fn output_pixels(plan: Plan) -> u64 {
     }
 }
 
+/// `alpha`: whether any pixel is transparent. Only then is alpha premultiplied while
+/// resizing, which costs a full copy of the source.
 fn resize(
     resizer: &mut Resizer,
     image: &DynamicImage,
     probe: &Probe,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     crop: Option<crate::domain::CropRect>,
+    alpha: bool,
 ) -> Result<DynamicImage, ThumbnailError> {
     if crop.is_none() && (width, height) == image.dimensions() {
         return Ok(image.clone());
@@ -227,7 +243,9 @@ fn resize(
     // The plan is in full-size source pixels; the decoded image may be smaller.
     let sx = f64::from(image.width()) / f64::from(probe.width);
     let sy = f64::from(image.height()) / f64::from(probe.height);
-    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    let mut options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .use_alpha(alpha);
     if let Some(c) = crop {
         options = options.crop(
             f64::from(c.x) * sx,
