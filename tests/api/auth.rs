@@ -88,13 +88,7 @@ async fn whoami_tokens_are_accepted_and_cached(pair: Pair) {
         .send()
         .await
         .unwrap();
-    let id = res.json::<serde_json::Value>().await.unwrap()["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = crate::helpers::media_id(&res.json().await.unwrap());
     let res = app
         .authed(
             Method::PUT,

@@ -188,14 +188,7 @@ impl TestApp {
             "upload failed: {}",
             res.text().await.unwrap()
         );
-        let json: Value = res.json().await.unwrap();
-        let uri = json["content_uri"]
-            .as_str()
-            .expect("content_uri")
-            .to_owned();
-        let prefix = format!("mxc://{SERVER_NAME}/");
-        assert!(uri.starts_with(&prefix), "{uri}");
-        uri[prefix.len()..].to_owned()
+        media_id(&res.json().await.unwrap())
     }
 
     /// `POST /create` as `token`; returns the media id and `unused_expires_at`.
@@ -208,13 +201,8 @@ impl TestApp {
             .unwrap();
         assert_eq!(res.status(), 200);
         let json: Value = res.json().await.unwrap();
-        let uri = json["content_uri"].as_str().unwrap();
-        let id = uri
-            .strip_prefix(&format!("mxc://{SERVER_NAME}/"))
-            .expect("our server name")
-            .to_owned();
         (
-            id,
+            media_id(&json),
             json["unused_expires_at"]
                 .as_i64()
                 .expect("numeric unused_expires_at"),
@@ -252,6 +240,15 @@ impl TestApp {
             .len();
         (blobs, staging)
     }
+}
+
+/// The media id of the `content_uri` in an upload or create answer, which must be one
+/// of ours.
+pub fn media_id(answer: &Value) -> String {
+    let uri = answer["content_uri"].as_str().expect("content_uri");
+    uri.strip_prefix(&format!("mxc://{SERVER_NAME}/"))
+        .unwrap_or_else(|| panic!("not our server name: {uri}"))
+        .to_owned()
 }
 
 /// Send `GET target` exactly as written (no client-side URL normalisation) and

@@ -118,13 +118,7 @@ async fn large_files_stream_with_flat_memory(pair: Pair) {
         .unwrap();
     assert_eq!(res.status(), 200);
     let uri: serde_json::Value = res.json().await.unwrap();
-    let id = uri["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = crate::helpers::media_id(&uri);
 
     let download = |base: String| {
         let client = client.clone();

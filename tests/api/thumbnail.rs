@@ -43,6 +43,23 @@ async fn get_image(app: &TestApp, id: &str, query: &str) -> (reqwest::header::He
     (headers, body)
 }
 
+/// Upload a `w` x `h` JPEG and wait until the original plus the five recommended
+/// thumbnails are stored, without anyone asking for them.
+async fn upload_pregenerated(app: &TestApp, w: u32, h: u32) -> String {
+    let id = app
+        .upload(
+            encoded(photo(w, h), ImageFormat::Jpeg),
+            Some("image/jpeg"),
+            None,
+        )
+        .await;
+    wait_until("pre-generated thumbnails", || async {
+        app.stored_objects().await.0 == 6
+    })
+    .await;
+    id
+}
+
 fn dims(bytes: &[u8]) -> (u32, u32) {
     let img = image::load_from_memory(bytes).unwrap();
     (img.width(), img.height())
@@ -50,18 +67,7 @@ fn dims(bytes: &[u8]) -> (u32, u32) {
 
 async fn recommended_sizes_are_pregenerated_and_exact(pair: Pair) {
     let app = TestApp::spawn(pair).await;
-    let id = app
-        .upload(
-            encoded(photo(1600, 1000), ImageFormat::Jpeg),
-            Some("image/jpeg"),
-            None,
-        )
-        .await;
-    // The original plus five thumbnails appear without anyone asking for them.
-    wait_until("pre-generated thumbnails", || async {
-        app.stored_objects().await.0 == 6
-    })
-    .await;
+    let id = upload_pregenerated(&app, 1600, 1000).await;
 
     let cases = [
         ("width=32&height=32&method=crop", (32, 32)),
@@ -113,17 +119,7 @@ async fn other_sizes_are_made_on_demand_never_upscaled(pair: Pair) {
 
 async fn pregenerated_sizes_answer_nearby_requests(pair: Pair) {
     let app = TestApp::spawn(pair).await;
-    let id = app
-        .upload(
-            encoded(photo(1000, 1600), ImageFormat::Jpeg),
-            Some("image/jpeg"),
-            None,
-        )
-        .await;
-    wait_until("pre-generated thumbnails", || async {
-        app.stored_objects().await.0 == 6
-    })
-    .await;
+    let id = upload_pregenerated(&app, 1000, 1600).await;
     // 100x100 scale needs at least 63x100: the 320x240 thumbnail (150x240) is the smallest that fits.
     let (_, body) = get_image(&app, &id, "width=100&height=100&method=scale").await;
     assert_eq!(dims(&body), (150, 240));

@@ -183,13 +183,7 @@ async fn query_filename_is_form_decoded(pair: Pair) {
         .await
         .unwrap();
     let uri: Value = res.json().await.unwrap();
-    let id = uri["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = crate::helpers::media_id(&uri);
     let res = app.download(&id).await;
     let parsed = actix_web::http::header::ContentDisposition::from_raw(&actix_value(
         &res.headers()["content-disposition"],
