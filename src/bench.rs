@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::domain::ThumbnailSpec;
+use crate::media::pool::JobPool;
 use crate::thumbnail::{self, Limits};
 
 /// One image's result.
@@ -33,6 +35,7 @@ pub struct Row {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub workers: usize,
+    pub memory_budget_mib: u32,
     pub repeat: usize,
     pub sizes: Vec<String>,
     pub wall_secs: f64,
@@ -52,58 +55,70 @@ pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Thumbnail every file `repeat` times on `workers` threads. Each job reads its file
-/// (as the server does under its worker permit); only decode, resize and encode are timed.
-/// `on_done` is called after every job (for a progress bar).
-pub fn run(
-    files: &[PathBuf],
-    specs: &[ThumbnailSpec],
-    workers: usize,
-    repeat: usize,
-    limits: Limits,
-    on_done: &(dyn Fn() + Sync),
-) -> Report {
-    let jobs: Vec<&PathBuf> = (0..repeat).flat_map(|_| files.iter()).collect();
-    let next = Mutex::new(0usize);
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub specs: Vec<ThumbnailSpec>,
+    /// Jobs at once (0 = one per CPU core).
+    pub workers: usize,
+    /// The memory budget, as the server's `thumbnails.memory_mib` (0 = 64 per worker).
+    pub memory_mib: u32,
+    pub repeat: usize,
+    pub limits: Limits,
+    pub job_timeout: Duration,
+}
+
+/// Thumbnail every file `repeat` times through the server's job pool (the same worker
+/// slots, memory budget and blocking threads). Each job reads its file under its slot,
+/// as the server does; only decode, resize and encode are timed. `on_done` is called
+/// after every job (for a progress bar).
+pub async fn run(files: &[PathBuf], options: &Options, on_done: &(dyn Fn() + Sync)) -> Report {
+    let pool = JobPool::new(options.workers, options.memory_mib);
     let samples = Mutex::new(Vec::new());
     let failures = Mutex::new(BTreeMap::new());
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..workers.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let i = {
-                        let mut n = next.lock().expect("lock");
-                        *n += 1;
-                        *n - 1
-                    };
-                    let Some(path) = jobs.get(i) else {
-                        break;
-                    };
-                    let _done = Finished(on_done);
-                    let name = path.display().to_string();
-                    let data = match std::fs::read(path) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            failures.lock().expect("lock").insert(name, e.to_string());
-                            continue;
-                        }
-                    };
-                    let t = Instant::now();
-                    match thumbnail::render_all(&data, specs, &limits) {
-                        Ok((probe, _)) => samples.lock().expect("lock").push(Sample {
-                            format: format!("{:?}", probe.format).to_uppercase(),
-                            megapixels: f64::from(probe.width) * f64::from(probe.height) / 1e6,
-                            elapsed: t.elapsed(),
-                        }),
-                        Err(e) => {
-                            failures.lock().expect("lock").insert(name, e.to_string());
-                        }
+    let jobs = (0..options.repeat.max(1)).flat_map(|_| files.iter());
+    futures_util::stream::iter(jobs)
+        .for_each_concurrent(pool.workers(), |path| {
+            let (pool, samples, failures) = (&pool, &samples, &failures);
+            async move {
+                let _done = Finished(on_done);
+                let name = path.display().to_string();
+                let slot = pool.slot().await;
+                let data = match tokio::fs::read(path).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failures.lock().expect("lock").insert(name, e.to_string());
+                        return;
+                    }
+                };
+                let (specs, limits) = (options.specs.clone(), options.limits);
+                let estimate_specs = specs.clone();
+                let result = slot
+                    .run(
+                        data,
+                        options.job_timeout,
+                        move |data| thumbnail::memory_estimate(data, &estimate_specs, &limits),
+                        move |data| {
+                            let t = Instant::now();
+                            thumbnail::render_all(data, &specs, &limits)
+                                .map(|(probe, _)| (probe, t.elapsed()))
+                        },
+                    )
+                    .await;
+                match result {
+                    Ok((probe, elapsed)) => samples.lock().expect("lock").push(Sample {
+                        format: format!("{:?}", probe.format).to_uppercase(),
+                        megapixels: f64::from(probe.width) * f64::from(probe.height) / 1e6,
+                        elapsed,
+                    }),
+                    Err(e) => {
+                        failures.lock().expect("lock").insert(name, e.to_string());
                     }
                 }
-            });
-        }
-    });
+            }
+        })
+        .await;
     let wall = started.elapsed();
     let samples = samples.into_inner().expect("lock");
     let mut by_format: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
@@ -117,9 +132,10 @@ pub fn run(
         .collect();
     rows.push(row("ALL".into(), &total, Some(wall)));
     Report {
-        workers,
-        repeat,
-        sizes: specs.iter().map(ToString::to_string).collect(),
+        workers: pool.workers(),
+        memory_budget_mib: pool.budget_mib(),
+        repeat: options.repeat.max(1),
+        sizes: options.specs.iter().map(ToString::to_string).collect(),
         wall_secs: wall.as_secs_f64(),
         rows,
         peak_rss_mib: peak_rss_mib(),
@@ -181,9 +197,10 @@ fn peak_rss_mib() -> Option<f64> {
 impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
-            "sizes: {}\nworkers: {}, repeat: {}, wall: {:.2} s\n\n{:<6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "sizes: {}\nworkers: {}, memory budget: {} MiB, repeat: {}, wall: {:.2} s\n\n{:<6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             self.sizes.join(" "),
             self.workers,
+            self.memory_budget_mib,
             self.repeat,
             self.wall_secs,
             "format",

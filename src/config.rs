@@ -43,6 +43,10 @@ pub struct ThumbnailSettings {
     pub max_source_bytes: u64,
     /// Images decoded at once (0 = one per CPU core).
     pub workers: usize,
+    /// MiB of memory that images being thumbnailed may take together, as estimated from
+    /// each image's headers before decoding; an image needing more than all of it is
+    /// thumbnailed alone (0 = 64 per worker).
+    pub memory_mib: u32,
     /// How long a file that failed to thumbnail is not tried again, in seconds.
     pub failure_ttl_secs: u64,
     /// Longest time one image may take to thumbnail, in seconds; longer → 413.
@@ -66,6 +70,7 @@ impl Default for ThumbnailSettings {
             max_animation_pixels: 400_000_000,
             max_source_bytes: 64 * 1024 * 1024,
             workers: 0,
+            memory_mib: 0,
             failure_ttl_secs: 600,
             job_timeout_secs: 30,
         }

@@ -35,6 +35,10 @@ enum Bench {
         /// Images processed at once.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Memory budget in MiB for images being processed, as `thumbnails.memory_mib`
+        /// (default: that setting; 0 = 64 per worker).
+        #[arg(long)]
+        memory_mib: Option<u32>,
         /// `recommended`, or a list like `96x96:crop,320x240:scale`.
         #[arg(long, default_value = "recommended")]
         sizes: String,
@@ -49,6 +53,7 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    mxcd::telemetry::tune_allocator();
     let cli = Cli::parse();
     mxcd::telemetry::init();
     let config = match Config::load(cli.config.as_deref()) {
@@ -62,10 +67,14 @@ async fn main() -> ExitCode {
         Command::Bench(Bench::Thumbnails {
             dir,
             workers,
+            memory_mib,
             sizes,
             repeat,
             json,
-        }) => bench(&config, &dir, workers, &sizes, repeat, json),
+        }) => {
+            let memory_mib = memory_mib.unwrap_or(config.settings.thumbnails.memory_mib);
+            bench(&config, &dir, (workers, memory_mib), &sizes, repeat, json).await
+        }
         Command::Serve => serve(config).await,
         Command::Migrate => open_repo(&config)
             .await
@@ -89,10 +98,10 @@ async fn serve(config: Config) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
-fn bench(
+async fn bench(
     config: &Config,
     dir: &std::path::Path,
-    workers: usize,
+    (workers, memory_mib): (usize, u32),
     sizes: &str,
     repeat: usize,
     json: bool,
@@ -121,9 +130,15 @@ fn bench(
         )
         .expect("a valid progress template"),
     );
-    let report = mxcd::bench::run(&files, &specs, workers, repeat.max(1), limits, &|| {
-        progress.inc(1)
-    });
+    let options = mxcd::bench::Options {
+        specs,
+        workers,
+        memory_mib,
+        repeat,
+        limits,
+        job_timeout: std::time::Duration::from_secs(config.settings.thumbnails.job_timeout_secs),
+    };
+    let report = mxcd::bench::run(&files, &options, &|| progress.inc(1)).await;
     progress.finish_and_clear();
     if json {
         println!(

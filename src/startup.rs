@@ -67,6 +67,7 @@ impl Application {
             },
             max_source_bytes: s.thumbnails.max_source_bytes,
             workers: s.thumbnails.workers,
+            memory_mib: s.thumbnails.memory_mib,
             failure_ttl: Duration::from_secs(s.thumbnails.failure_ttl_secs),
             job_timeout: Duration::from_secs(s.thumbnails.job_timeout_secs),
         };

@@ -13,3 +13,18 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Make glibc's malloc give large buffers back to the system when they are freed.
+///
+/// Decoded images are tens of megabytes. By default glibc raises its mmap threshold to
+/// the size of the largest block freed (up to 32 MiB), after which such buffers come
+/// from per-thread heaps that keep their peak, so the resident size of a process that
+/// thumbnails on several blocking threads grows to the sum of each thread's worst image.
+/// A fixed 1 MiB threshold maps every large buffer on its own and unmaps it on free.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called once at start-up.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}

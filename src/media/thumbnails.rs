@@ -5,16 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::TryStreamExt;
-use moka::future::Cache;
-use tokio::sync::Semaphore;
-
+use super::pool::{JobError, JobPool};
 use super::single_flight::{Flights, Role};
 use super::{Access, MediaError, MediaService, ReadyMedia, now_ms};
 use crate::db::{ThumbnailContent, ThumbnailRecord};
 use crate::domain::{ContentType, Method, Mxc, Plan, ThumbnailSpec};
 use crate::thumbnail::{self, Limits, Rendered, ThumbnailError};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use moka::future::Cache;
 
 /// Thumbnail settings, as the media service needs them.
 #[derive(Debug, Clone)]
@@ -25,8 +24,10 @@ pub struct ThumbnailOptions {
     pub dynamic: bool,
     pub limits: Limits,
     pub max_source_bytes: u64,
-    /// Decodes running at once.
+    /// Decodes running at once (0 = one per CPU core).
     pub workers: usize,
+    /// MiB of estimated decode memory all jobs together may hold (0 = 64 per worker).
+    pub memory_mib: u32,
     /// Longest time one source may take to thumbnail.
     pub job_timeout: Duration,
     pub failure_ttl: Duration,
@@ -42,7 +43,7 @@ enum FlightKey {
 
 pub(super) struct Thumbnailer {
     options: ThumbnailOptions,
-    cpu: Arc<Semaphore>,
+    pool: JobPool,
     flights: Flights<FlightKey>,
     /// Files that failed recently, so retries do not burn CPU.
     failures: Cache<Mxc, ThumbnailError>,
@@ -52,13 +53,8 @@ pub(super) struct Thumbnailer {
 
 impl Thumbnailer {
     pub(super) fn new(options: ThumbnailOptions) -> Self {
-        let workers = if options.workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            options.workers
-        };
         Self {
-            cpu: Arc::new(Semaphore::new(workers)),
+            pool: JobPool::new(options.workers, options.memory_mib),
             flights: Flights::default(),
             not_animated: Cache::builder()
                 .max_capacity(100_000)
@@ -300,37 +296,26 @@ impl MediaService {
             .ok_or(MediaError::NotThumbnailable)
     }
 
-    /// Run `job` on the source's bytes on a blocking thread, holding a worker permit,
-    /// within the time limit.
+    /// Run `job` on the source's bytes on a blocking thread, once a worker is free and
+    /// the memory `estimate` says it needs fits the budget, within the time limit.
     async fn run_job<T: Send + 'static>(
         &self,
         ready: &ReadyMedia,
+        estimate: impl FnOnce(&[u8]) -> Result<u64, ThumbnailError> + Send + 'static,
         job: impl FnOnce(&[u8]) -> Result<T, ThumbnailError> + Send + 'static,
     ) -> Result<Result<T, ThumbnailError>, MediaError> {
         let t = &self.thumbs;
         if ready.content.size > t.options.max_source_bytes {
             return Err(MediaError::ThumbnailTooLarge);
         }
-        // The permit bounds CPU and the memory of sources read for decoding. It moves
-        // into the blocking job, so a job past its time limit still holds its slot until
-        // it really ends.
-        let permit = t
-            .cpu
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the thumbnail semaphore is never closed");
+        // The source is read under the worker slot, so sources in memory are bounded too.
+        let slot = t.pool.slot().await;
         let data = self.read_all(ready).await?;
-        let handle = tokio::task::spawn_blocking(move || {
-            let result = job(&data);
-            drop(permit);
-            result
-        });
-        match tokio::time::timeout(t.options.job_timeout, handle).await {
-            Ok(joined) => {
-                joined.map_err(|e| MediaError::Internal(format!("thumbnail task failed: {e}")))
-            }
-            Err(_) => Ok(Err(ThumbnailError::TimedOut)),
+        match slot.run(data, t.options.job_timeout, estimate, job).await {
+            Ok(done) => Ok(Ok(done)),
+            Err(JobError::Failed(error)) => Ok(Err(error)),
+            Err(JobError::TimedOut) => Ok(Err(ThumbnailError::TimedOut)),
+            Err(JobError::Crashed(e)) => Err(MediaError::Internal(format!("thumbnail {e}"))),
         }
     }
 
@@ -344,10 +329,13 @@ impl MediaService {
         let mxc = &ready.record.mxc;
         let limits = self.thumbs.options.limits;
         let job_specs = specs.to_vec();
+        let estimate_specs = specs.to_vec();
         let result = self
-            .run_job(ready, move |data| {
-                thumbnail::render_all(data, &job_specs, &limits)
-            })
+            .run_job(
+                ready,
+                move |data| thumbnail::memory_estimate(data, &estimate_specs, &limits),
+                move |data| thumbnail::render_all(data, &job_specs, &limits),
+            )
             .await?;
         let (probe, rendered) = match result {
             Ok(ok) => ok,
@@ -392,10 +380,14 @@ impl MediaService {
         let mxc = &ready.record.mxc;
         let limits = self.thumbs.options.limits;
         let result = self
-            .run_job(ready, move |data| {
-                let format = thumbnail::probe(data, &limits)?.format;
-                Ok(thumbnail::render_animated(data, spec, &limits)?.map(|r| (r, format)))
-            })
+            .run_job(
+                ready,
+                move |data| thumbnail::animated_memory_estimate(data, &limits),
+                move |data| {
+                    let format = thumbnail::probe(data, &limits)?.format;
+                    Ok(thumbnail::render_animated(data, spec, &limits)?.map(|r| (r, format)))
+                },
+            )
             .await?;
         let (rendered, format) = match result {
             Ok(Some(found)) => found,

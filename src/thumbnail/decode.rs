@@ -126,6 +126,7 @@ pub fn decode(
     let mut image = match probe.format {
         ImageFormat::Jpeg => decode_jpeg_scaled(data, probe, needed)?,
         ImageFormat::WebP => decode_webp(data, probe, needed),
+        ImageFormat::Png => decode_png_shrunk(data, probe, needed)?,
         _ => None,
     }
     .map_or_else(|| decode_full(data, limits), Ok)?;
@@ -151,16 +152,7 @@ fn decode_jpeg_scaled(
     needed: (u32, u32),
 ) -> Result<Option<DynamicImage>, ThumbnailError> {
     // `needed` is in oriented pixels; the decoder works in stored orientation.
-    let (nw, nh) = if swaps_axes(probe.orientation) {
-        (needed.1, needed.0)
-    } else {
-        needed
-    };
-    let (sw, sh) = if swaps_axes(probe.orientation) {
-        (probe.height, probe.width)
-    } else {
-        (probe.width, probe.height)
-    };
+    let ((nw, nh), (sw, sh)) = stored_sizes(probe, needed);
     if nw * 2 > sw || nh * 2 > sh {
         return Ok(None);
     }
@@ -193,16 +185,42 @@ fn decode_jpeg_scaled(
         .ok_or_else(|| ThumbnailError::Decode("truncated JPEG".into()))
 }
 
+/// Large PNGs are averaged down while decoding, row by row (see `png_shrink`).
+fn decode_png_shrunk(
+    data: &[u8],
+    probe: &Probe,
+    needed: (u32, u32),
+) -> Result<Option<DynamicImage>, ThumbnailError> {
+    let ((nw, nh), (sw, sh)) = stored_sizes(probe, needed);
+    match super::png_shrink::factor(sw, sh, (nw, nh)) {
+        Some(k) => super::png_shrink::decode(data, k),
+        None => Ok(None),
+    }
+}
+
+/// `needed` and the source's size, in stored orientation.
+fn stored_sizes(probe: &Probe, needed: (u32, u32)) -> ((u32, u32), (u32, u32)) {
+    (
+        stored(probe, needed),
+        stored(probe, (probe.width, probe.height)),
+    )
+}
+
+/// Oriented sizes (what callers ask in) turned into stored ones (what decoders see).
+fn stored(probe: &Probe, (w, h): (u32, u32)) -> (u32, u32) {
+    if swaps_axes(probe.orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    }
+}
+
 /// Still WebP through libwebp, scaled while decoding (like JPEG's DCT scaling) to what
 /// the thumbnails need. None for animations and anything libwebp refuses; those take the
 /// general path.
 fn decode_webp(data: &[u8], probe: &Probe, needed: (u32, u32)) -> Option<DynamicImage> {
     use libwebp_sys as sys;
-    let (nw, nh) = if swaps_axes(probe.orientation) {
-        (needed.1, needed.0)
-    } else {
-        needed
-    };
+    let (nw, nh) = stored(probe, needed);
     // SAFETY: the config is initialised by libwebp; the output buffer is ours, exactly
     // width x height x bytes-per-pixel long with the stride given, and outlives the call;
     // WebPFreeDecBuffer releases only libwebp's own allocations.
@@ -254,6 +272,85 @@ fn decode_webp(data: &[u8], probe: &Probe, needed: (u32, u32)) -> Option<Dynamic
         } else {
             image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
         }
+    }
+}
+
+/// Roughly the most memory `decode(data, probe, needed)` holds at once, in bytes, and
+/// the size of what it returns, judged from the headers only. Errs on the high side.
+pub fn memory(data: &[u8], probe: &Probe, needed: (u32, u32)) -> (u64, (u32, u32)) {
+    let ((nw, nh), (sw, sh)) = stored_sizes(probe, needed);
+    let pixels = |w: u32, h: u32| u64::from(w) * u64::from(h);
+    // A full decode: the frame as decoded plus its conversion to 8-bit RGB(A).
+    let full = (pixels(sw, sh) * 8, (sw, sh));
+    match probe.format {
+        ImageFormat::Jpeg => {
+            let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(data));
+            let Some(info) = decoder.read_info().ok().and_then(|()| decoder.info()) else {
+                return full;
+            };
+            let components: u64 = match info.pixel_format {
+                jpeg_decoder::PixelFormat::L8 => 1,
+                jpeg_decoder::PixelFormat::RGB24 => 3,
+                _ => return full,
+            };
+            // The DCT scale the decoder will pick: the smallest output still >= needed.
+            let scale = [8, 4, 2, 1]
+                .into_iter()
+                .find(|s| sw.div_ceil(*s) >= nw && sh.div_ceil(*s) >= nh && *s > 1)
+                .filter(|_| nw * 2 <= sw && nh * 2 <= sh)
+                .unwrap_or(1);
+            let (w, h) = (sw.div_ceil(scale), sh.div_ceil(scale));
+            // Component planes plus the interleaved output, at the decoded scale.
+            let mut bytes = pixels(w, h) * components * 2;
+            if info.coding_process == jpeg_decoder::CodingProcess::DctProgressive {
+                // Every coefficient of the image is kept until the last scan: 2 bytes
+                // each, counted as if no component were subsampled.
+                bytes += pixels(sw.next_multiple_of(8), sh.next_multiple_of(8)) * components * 2;
+            }
+            (bytes, (w, h))
+        }
+        ImageFormat::Png => {
+            let decoder = png::Decoder::new(Cursor::new(data));
+            let mut decoder = decoder;
+            let streams = decoder
+                .read_header_info()
+                .is_ok_and(|info| !info.interlaced);
+            match super::png_shrink::factor(sw, sh, (nw, nh)).filter(|_| streams) {
+                Some(k) => {
+                    let (w, h) = (sw.div_ceil(k), sh.div_ceil(k));
+                    // The output, column sums (u32 per sample) and the decoder's rows.
+                    (pixels(w, h) * 4 + u64::from(sw) * 16 * 2, (w, h))
+                }
+                None => full,
+            }
+        }
+        ImageFormat::WebP => match webp_still_is_lossy(data) {
+            Some(true) if nw < sw && nh < sh => {
+                // libwebp decodes lossy rows into the scaled output as it goes.
+                (pixels(nw, nh) * 4 + u64::from(sw) * 64, (nw, nh))
+            }
+            // Lossless pictures are decoded whole before scaling.
+            Some(_) => (pixels(sw, sh) * 4 + pixels(nw, nh) * 4, (nw, nh)),
+            None => full,
+        },
+        _ => full,
+    }
+}
+
+/// Whether a still WebP is lossy (libwebp's header check); None for animations and
+/// anything libwebp cannot read.
+fn webp_still_is_lossy(data: &[u8]) -> Option<bool> {
+    use libwebp_sys as sys;
+    // SAFETY: WebPGetFeatures reads at most `data.len()` bytes and fills the struct.
+    unsafe {
+        let mut features = std::mem::MaybeUninit::<sys::WebPBitstreamFeatures>::zeroed();
+        if sys::WebPGetFeatures(data.as_ptr(), data.len(), features.as_mut_ptr())
+            != sys::VP8StatusCode::VP8_STATUS_OK
+        {
+            return None;
+        }
+        let features = features.assume_init();
+        (features.has_animation == 0).then_some(features.format == 1)
     }
 }
 

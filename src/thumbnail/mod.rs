@@ -9,6 +9,7 @@ mod animated;
 mod color;
 mod decode;
 mod encode;
+mod png_shrink;
 mod webp_anim;
 
 use std::io::Cursor;
@@ -107,14 +108,42 @@ pub enum Rendered {
     Thumbnail(Thumbnail),
 }
 
-/// Render every spec of `specs` from one decode of `data`. Also returns what the
-/// header said (format and oriented size).
-pub fn render_all(
+/// Memory not counted per image: resizer state, encoder tables, small buffers.
+const FIXED_MEMORY: u64 = 4 << 20;
+
+/// Roughly the most memory `render_all(data, specs, limits)` holds at once, in bytes
+/// (the source included), judged from the headers only; errs on the high side. Fails
+/// as `render_all` would for files refused from their header.
+pub fn memory_estimate(
     data: &[u8],
     specs: &[ThumbnailSpec],
     limits: &Limits,
-) -> Result<(Probe, Vec<Rendered>), ThumbnailError> {
+) -> Result<u64, ThumbnailError> {
     let probe = probe(data, limits)?;
+    let (plans, needed) = plan_all(&probe, specs);
+    let source = data.len() as u64 + FIXED_MEMORY;
+    if needed == (0, 0) {
+        return Ok(source);
+    }
+    let (decoding, (w, h)) = decode::memory(data, &probe, needed);
+    let decoded = u64::from(w) * u64::from(h) * 4;
+    // Resizing keeps the decoded image and a horizontal pass; every uncropped result
+    // stays as a source for smaller sizes.
+    let outputs: u64 = plans.iter().map(|p| output_pixels(*p) * 4 * 2).sum();
+    Ok(source + decoding.max(decoded) + decoded / 2 + outputs)
+}
+
+/// Like [`memory_estimate`], for `render_animated`: frames are decoded one at a time
+/// onto a canvas of the image's size.
+pub fn animated_memory_estimate(data: &[u8], limits: &Limits) -> Result<u64, ThumbnailError> {
+    let probe = probe(data, limits)?;
+    let canvas = u64::from(probe.width) * u64::from(probe.height) * 4;
+    Ok(data.len() as u64 + FIXED_MEMORY + canvas * 4)
+}
+
+/// Each spec's plan for this source (sources that are not web formats are always
+/// re-encoded), and the decoded size (oriented) that makes all of them.
+fn plan_all(probe: &Probe, specs: &[ThumbnailSpec]) -> (Vec<Plan>, (u32, u32)) {
     // Only formats every client displays may be served as they are.
     let web_safe = web_mime(probe.format).is_some();
     let plans: Vec<Plan> = specs
@@ -130,8 +159,21 @@ pub fn render_all(
         .collect();
     let needed = plans
         .iter()
-        .filter_map(|p| needed_source_size(*p, &probe))
+        .filter_map(|p| needed_source_size(*p, probe))
         .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    (plans, needed)
+}
+
+/// Render every spec of `specs` from one decode of `data`. Also returns what the
+/// header said (format and oriented size).
+pub fn render_all(
+    data: &[u8],
+    specs: &[ThumbnailSpec],
+    limits: &Limits,
+) -> Result<(Probe, Vec<Rendered>), ThumbnailError> {
+    let probe = probe(data, limits)?;
+    let web_safe = web_mime(probe.format).is_some();
+    let (plans, needed) = plan_all(&probe, specs);
     if needed == (0, 0) {
         return Ok((probe, vec![Rendered::Original; specs.len()]));
     }

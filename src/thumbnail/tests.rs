@@ -276,17 +276,15 @@ fn garbage_and_truncated_data_are_errors() {
     assert!(matches!(err, ThumbnailError::Decode(_)), "{err:?}");
 }
 
-#[test]
-fn shrink_on_load_matches_a_full_decode_closely() {
-    let src = smooth(2400, 1600);
-    let data = jpeg_with_exif(&src, None);
-    let fast = render_all(&data, &[spec(300, 200, Method::Scale)], &Limits::default())
+/// Mean channel difference between `data` thumbnailed to 300x200 and the fully decoded
+/// image resized with the same filter.
+fn difference_from_full_decode(data: &[u8]) -> f64 {
+    let fast = render_all(data, &[spec(300, 200, Method::Scale)], &Limits::default())
         .unwrap()
         .1;
     let fast = decoded(thumb(&fast[0])).to_rgb8();
-    // Reference: the full image resized with the same filter.
     let reference = image::imageops::resize(
-        &image::load_from_memory(&data).unwrap().to_rgb8(),
+        &image::load_from_memory(data).unwrap().to_rgb8(),
         300,
         200,
         image::imageops::FilterType::Lanczos3,
@@ -297,8 +295,42 @@ fn shrink_on_load_matches_a_full_decode_closely() {
         .zip(reference.as_raw())
         .map(|(a, b)| u64::from(a.abs_diff(*b)))
         .sum();
-    let mean = diff as f64 / fast.as_raw().len() as f64;
-    assert!(mean < 3.0, "mean channel difference {mean}");
+    diff as f64 / fast.as_raw().len() as f64
+}
+
+#[test]
+fn shrink_on_load_matches_a_full_decode_closely() {
+    let src = smooth(2400, 1600);
+    let jpeg = difference_from_full_decode(&jpeg_with_exif(&src, None));
+    assert!(jpeg < 3.0, "JPEG: mean channel difference {jpeg}");
+    // PNG is averaged down by 4 while decoding (2400 / (300 x 2)).
+    let png = difference_from_full_decode(&encode(DynamicImage::ImageRgb8(src), ImageFormat::Png));
+    assert!(png < 3.0, "PNG: mean channel difference {png}");
+}
+
+#[test]
+fn memory_estimates_follow_what_is_decoded() {
+    let limits = Limits::default();
+    let small = [spec(320, 240, Method::Scale)];
+    let full = [spec(1600, 1600, Method::Scale)];
+    let src = DynamicImage::ImageRgb8(smooth(2400, 1600));
+    let frame = 2400 * 1600 * 3;
+    // A large PNG is averaged down while decoding: its frame is never held.
+    let png = encode(src.clone(), ImageFormat::Png);
+    let source = png.len() as u64 + FIXED_MEMORY;
+    assert!(memory_estimate(&png, &small, &limits).unwrap() < source + frame / 2);
+    assert!(memory_estimate(&png, &full, &limits).unwrap() > source + frame);
+    // Baseline JPEG at 1/4 scale holds only the scaled planes; progressive would hold
+    // every coefficient, but the encoder here writes baseline.
+    let jpeg = jpeg_with_exif(&src.to_rgb8(), None);
+    let source = jpeg.len() as u64 + FIXED_MEMORY;
+    assert!(memory_estimate(&jpeg, &small, &limits).unwrap() < source + frame / 2);
+    assert!(memory_estimate(&jpeg, &full, &limits).unwrap() > source + frame);
+    // Files refused from the header are refused here too.
+    assert!(matches!(
+        memory_estimate(b"not an image", &small, &limits),
+        Err(ThumbnailError::Unsupported)
+    ));
 }
 
 #[test]
