@@ -144,8 +144,8 @@ fn decode_full(data: &[u8], limits: &Limits) -> Result<DynamicImage, ThumbnailEr
     DynamicImage::from_decoder(decoder).map_err(decode_error)
 }
 
-/// JPEG DCT scaling (1/2, 1/4, 1/8): most of a large photo is never fully decoded.
-/// Returns None where the fast path does not apply (no useful scale, CMYK, 16-bit).
+/// JPEG DCT scaling by n/8: most of a large photo is never fully decoded. None where
+/// libjpeg's path does not apply (CMYK, YCCK).
 fn decode_jpeg_scaled(
     data: &[u8],
     probe: &Probe,
@@ -153,36 +153,7 @@ fn decode_jpeg_scaled(
 ) -> Result<Option<DynamicImage>, ThumbnailError> {
     // `needed` is in oriented pixels; the decoder works in stored orientation.
     let ((nw, nh), (sw, sh)) = stored_sizes(probe, needed);
-    if nw * 2 > sw || nh * 2 > sh {
-        return Ok(None);
-    }
-    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(data));
-    let to_u16 = |v: u32| u16::try_from(v.max(1)).unwrap_or(u16::MAX);
-    let (w, h) = decoder
-        .scale(to_u16(nw), to_u16(nh))
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| ThumbnailError::Decode("no JPEG header".into()))?;
-    if !matches!(
-        info.pixel_format,
-        jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
-    ) {
-        return Ok(None);
-    }
-    let pixels = decoder
-        .decode()
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
-    let (w, h) = (u32::from(w), u32::from(h));
-    let image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
-        }
-        _ => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-    };
-    image
-        .map(Some)
-        .ok_or_else(|| ThumbnailError::Decode("truncated JPEG".into()))
+    super::jpeg::decode_scaled(data, super::jpeg::scale_for(sw, sh, (nw, nh)))
 }
 
 /// Large PNGs are averaged down while decoding, row by row (see `png_shrink`).
@@ -284,28 +255,30 @@ pub fn memory(data: &[u8], probe: &Probe, needed: (u32, u32)) -> (u64, (u32, u32
     let full = (pixels(sw, sh) * 8, (sw, sh));
     match probe.format {
         ImageFormat::Jpeg => {
-            let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(data));
-            let Some(info) = decoder.read_info().ok().and_then(|()| decoder.info()) else {
+            let Ok(header) = super::jpeg::header(data) else {
                 return full;
             };
-            let components: u64 = match info.pixel_format {
-                jpeg_decoder::PixelFormat::L8 => 1,
-                jpeg_decoder::PixelFormat::RGB24 => 3,
-                _ => return full,
+            if !header.plain {
+                return full;
+            }
+            let scale = super::jpeg::scale_for(sw, sh, (nw, nh));
+            let (w, h) = (
+                (u64::from(sw) * u64::from(scale)).div_ceil(8) as u32,
+                (u64::from(sh) * u64::from(scale)).div_ceil(8) as u32,
+            );
+            let channels = if header.component_blocks.len() == 1 {
+                1
+            } else {
+                3
             };
-            // The DCT scale the decoder will pick: the smallest output still >= needed.
-            let scale = [8, 4, 2, 1]
-                .into_iter()
-                .find(|s| sw.div_ceil(*s) >= nw && sh.div_ceil(*s) >= nh && *s > 1)
-                .filter(|_| nw * 2 <= sw && nh * 2 <= sh)
-                .unwrap_or(1);
-            let (w, h) = (sw.div_ceil(scale), sh.div_ceil(scale));
-            // Component planes plus the interleaved output, at the decoded scale.
-            let mut bytes = pixels(w, h) * components * 2;
-            if info.coding_process == jpeg_decoder::CodingProcess::DctProgressive {
-                // Every coefficient of the image is kept until the last scan: 2 bytes
-                // each, counted as if no component were subsampled.
-                bytes += pixels(sw.next_multiple_of(8), sh.next_multiple_of(8)) * components * 2;
+            let mut bytes = pixels(w, h) * channels;
+            if header.progressive {
+                // Every coefficient is kept until the last scan: 64 x 2 bytes a block.
+                bytes += header
+                    .component_blocks
+                    .iter()
+                    .map(|&(bw, bh)| pixels(bw, bh) * 128)
+                    .sum::<u64>();
             }
             (bytes, (w, h))
         }

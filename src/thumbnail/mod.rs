@@ -1,14 +1,17 @@
 //! Thumbnail generation: pure, synchronous image code (no I/O, no async). Callers run
 //! it on blocking threads behind a semaphore.
 //!
-//! One source is decoded once (JPEG with DCT shrink-on-load to the largest size any
-//! requested thumbnail needs), then every requested size is resized from it with
-//! fast_image_resize and encoded: JPEG for opaque images, PNG where there is alpha.
+//! One source is decoded once, shrunk while decoding where the format allows (JPEG by
+//! DCT scaling, PNG by averaging rows as they arrive, lossy WebP by libwebp's scaler) to
+//! the largest size any requested thumbnail needs. Every requested size is resized from
+//! that with fast_image_resize and encoded: JPEG for opaque images, PNG where there is
+//! alpha.
 
 mod animated;
 mod color;
 mod decode;
 mod encode;
+mod jpeg;
 mod png_shrink;
 mod webp_anim;
 
