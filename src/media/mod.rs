@@ -1,6 +1,7 @@
 //! The media rules: upload, async upload, download, and the sweeper. No HTTP types here;
 //! `routes` translates requests into these calls and [`MediaError`]s into responses.
 
+mod budget;
 pub mod pool;
 mod single_flight;
 mod sweeper;

@@ -1,26 +1,34 @@
 //! Where CPU-heavy image work runs: on blocking threads, at most `workers` jobs at once,
 //! and only while the memory each job needs (estimated from the image's headers before
-//! it is decoded) fits a shared budget. A job that needs more than the whole budget runs
-//! alone. The server's thumbnailer and `mxcd bench` both schedule through this, so the
-//! benchmark measures what production does.
+//! it is decoded) fits a shared budget (see `budget` for who goes first). A job that
+//! needs more than the whole budget runs alone. The server's thumbnailer and
+//! `mxcd bench` both schedule through this, so the benchmark measures what production
+//! does.
+//!
+//! A job first takes an intake place (twice as many as workers), under which its input
+//! is read and its memory estimated; then memory; then a worker. So a large job waiting
+//! for memory does not keep a worker idle, and inputs held in memory stay bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::Budget;
+
 const MIB: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct JobPool {
-    slots: Arc<Semaphore>,
-    memory: Arc<Semaphore>,
+    intake: Arc<Semaphore>,
+    workers_free: Arc<Semaphore>,
+    memory: Arc<Budget>,
     budget_mib: u32,
     workers: usize,
 }
 
-/// A worker slot: held while the job's input is read, its memory is waited for, and it
-/// runs.
+/// An intake place: held while the job's input is read, its memory is waited for, and
+/// it runs.
 #[must_use]
 pub struct Slot<'a> {
     pool: &'a JobPool,
@@ -56,8 +64,9 @@ impl JobPool {
             budget_mib
         };
         Self {
-            slots: Arc::new(Semaphore::new(workers)),
-            memory: Arc::new(Semaphore::new(budget_mib as usize)),
+            intake: Arc::new(Semaphore::new(workers * 2)),
+            workers_free: Arc::new(Semaphore::new(workers)),
+            memory: Budget::new(budget_mib),
             budget_mib,
             workers,
         }
@@ -71,14 +80,14 @@ impl JobPool {
         self.budget_mib
     }
 
-    /// Wait for a free worker.
+    /// Wait for an intake place.
     pub async fn slot(&self) -> Slot<'_> {
         let permit = self
-            .slots
+            .intake
             .clone()
             .acquire_owned()
             .await
-            .expect("the worker semaphore is never closed");
+            .expect("the intake semaphore is never closed");
         Slot { pool: self, permit }
     }
 
@@ -92,10 +101,10 @@ impl JobPool {
 
 impl Slot<'_> {
     /// Estimate the memory `job` needs with `estimate` (both run on blocking threads),
-    /// wait until that much of the budget is free, then run `job`, waiting for it at
-    /// most `limit` (the clock starts when the job does, not while it queues). The
-    /// worker slot and the memory move into the job, so a job past its limit still holds
-    /// them until it really ends.
+    /// wait until that much of the budget and a worker are free, then run `job`,
+    /// waiting for it at most `limit` (the clock starts when the job does, not while it
+    /// queues). The places, worker and memory move into the job, so a job past its
+    /// limit still holds them until it really ends.
     pub async fn run<D, T, E>(
         self,
         input: D,
@@ -123,17 +132,18 @@ impl Slot<'_> {
             units,
             "job waits for memory"
         );
-        let memory = self
+        let memory = self.pool.memory.reserve(units).await;
+        let worker = self
             .pool
-            .memory
+            .workers_free
             .clone()
-            .acquire_many_owned(units)
+            .acquire_owned()
             .await
-            .expect("the memory semaphore is never closed");
-        let slot = self.permit;
+            .expect("the worker semaphore is never closed");
+        let intake = self.permit;
         let handle = tokio::task::spawn_blocking(move || {
             let result = job(input.as_ref().as_ref());
-            drop((memory, slot));
+            drop((worker, memory, intake));
             result
         });
         tokio::time::timeout(limit, handle)
