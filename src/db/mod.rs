@@ -143,6 +143,23 @@ pub trait MediaRepo: Send + Sync + 'static {
     /// Every stored thumbnail of a media item.
     async fn list_thumbnails(&self, mxc: &Mxc) -> Result<Vec<ThumbnailRecord>, RepoError>;
 
+    /// Take the lease on thumbnail `work` for `mxc` until `expires`, unless another
+    /// holder has an unexpired one. Returns whether `holder` now has it.
+    async fn try_lease(
+        &self,
+        mxc: &Mxc,
+        work: &str,
+        holder: &str,
+        now: Millis,
+        expires: Millis,
+    ) -> Result<bool, RepoError>;
+
+    /// Give up a lease `holder` has (nothing happens if it has not).
+    async fn release_lease(&self, mxc: &Mxc, work: &str, holder: &str) -> Result<(), RepoError>;
+
+    /// Whether anyone holds an unexpired lease on `work` for `mxc`.
+    async fn lease_held(&self, mxc: &Mxc, work: &str, now: Millis) -> Result<bool, RepoError>;
+
     /// Whether any metadata row (media or thumbnail) refers to this blob.
     async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError>;
 

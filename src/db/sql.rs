@@ -54,6 +54,18 @@ const LIST_THUMBNAILS: &str = "SELECT req_width, req_height, method, animated, w
      size_bytes, sha256 FROM thumbnails WHERE server_name = $1 AND media_id = $2 \
      ORDER BY width, height, req_width, req_height, method, animated";
 
+const TRY_LEASE: &str = "INSERT INTO thumbnail_leases (server_name, media_id, work, holder, expires_ts) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (server_name, media_id, work) DO UPDATE \
+     SET holder = excluded.holder, expires_ts = excluded.expires_ts \
+     WHERE thumbnail_leases.expires_ts < $6";
+
+const RELEASE_LEASE: &str = "DELETE FROM thumbnail_leases \
+     WHERE server_name = $1 AND media_id = $2 AND work = $3 AND holder = $4";
+
+const LEASE_HELD: &str = "SELECT COUNT(*) FROM thumbnail_leases \
+     WHERE server_name = $1 AND media_id = $2 AND work = $3 AND expires_ts >= $4";
+
 const DELETE_EXPIRED_PENDING: &str = "DELETE FROM media WHERE sha256 IS NULL AND expires_ts < $1";
 
 #[derive(sqlx::FromRow)]
@@ -331,6 +343,58 @@ macro_rules! impl_media_repo {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(found)
+            }
+
+            async fn try_lease(
+                &self,
+                mxc: &Mxc,
+                work: &str,
+                holder: &str,
+                now: Millis,
+                expires: Millis,
+            ) -> Result<bool, RepoError> {
+                let done = sqlx::query(TRY_LEASE)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .bind(work)
+                    .bind(holder)
+                    .bind(expires)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_lease(
+                &self,
+                mxc: &Mxc,
+                work: &str,
+                holder: &str,
+            ) -> Result<(), RepoError> {
+                sqlx::query(RELEASE_LEASE)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .bind(work)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn lease_held(
+                &self,
+                mxc: &Mxc,
+                work: &str,
+                now: Millis,
+            ) -> Result<bool, RepoError> {
+                let (n,): (i64,) = sqlx::query_as(LEASE_HELD)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .bind(work)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
             }
 
             async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError> {

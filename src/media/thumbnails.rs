@@ -3,6 +3,7 @@
 //! CPU; each source is decoded at most once at a time (single-flight).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::pool::{JobError, JobPool};
@@ -41,8 +42,56 @@ enum FlightKey {
     Animated(Mxc, ThumbnailSpec),
 }
 
+impl FlightKey {
+    fn mxc(&self) -> &Mxc {
+        match self {
+            Self::Set(m) | Self::One(m, _) | Self::Animated(m, _) => m,
+        }
+    }
+
+    /// The name of this work in the shared lease table (see `Leased`).
+    fn work(&self) -> String {
+        match self {
+            Self::Set(_) => SET_WORK.to_owned(),
+            Self::One(_, spec) => spec.to_string(),
+            Self::Animated(_, spec) => format!("animated {spec}"),
+        }
+    }
+}
+
+/// The lease name of pre-generating the configured sizes.
+const SET_WORK: &str = "set";
+
+/// How often a process waiting for another one's thumbnail work looks again.
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// Work leased in the database, so that processes sharing it do each piece once. Given
+/// back when dropped (from a spawned task, as drop cannot wait); a process that dies
+/// holding one leaves it to expire.
+struct Leased {
+    service: MediaService,
+    mxc: Mxc,
+    work: String,
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        let (service, mxc, work) = (self.service.clone(), self.mxc.clone(), self.work.clone());
+        tokio::spawn(async move {
+            let holder = &service.thumbs.holder;
+            if let Err(e) = service.repo.release_lease(&mxc, &work, holder).await {
+                tracing::warn!(%mxc, %work, error = %e, "cannot release thumbnail lease");
+            }
+        });
+    }
+}
+
 pub(super) struct Thumbnailer {
     options: ThumbnailOptions,
+    /// This process, in the lease table.
+    holder: String,
+    /// Thumbnail jobs (decodes) this process has run.
+    jobs_run: AtomicU64,
     pool: JobPool,
     flights: Flights<FlightKey>,
     /// Files that failed recently, so retries do not burn CPU.
@@ -54,6 +103,8 @@ pub(super) struct Thumbnailer {
 impl Thumbnailer {
     pub(super) fn new(options: ThumbnailOptions) -> Self {
         Self {
+            holder: uuid::Uuid::new_v4().to_string(),
+            jobs_run: AtomicU64::new(0),
             pool: JobPool::new(options.workers, options.memory_mib),
             flights: Flights::default(),
             not_animated: Cache::builder()
@@ -128,6 +179,11 @@ impl MediaService {
             if let Some(error) = t.failures.get(mxc).await {
                 return Err(error.into());
             }
+            // Another process may be pre-generating this media: wait for its result.
+            if self.repo.lease_held(mxc, SET_WORK, now_ms()).await? {
+                self.wait_for_lease(mxc, SET_WORK).await?;
+                continue;
+            }
             let specs = if t.options.dynamic {
                 vec![spec]
             } else {
@@ -138,8 +194,13 @@ impl MediaService {
             } else {
                 FlightKey::Set(mxc.clone())
             };
-            match t.flights.join(key) {
+            match t.flights.join(key.clone()) {
                 Role::Leader(_guard) => {
+                    let Some(_leased) = self.lease(&key).await? else {
+                        // Another process is making it: wait, then look again.
+                        self.wait_for_lease(mxc, &key.work()).await?;
+                        continue;
+                    };
                     ready.record.image_size = Some(self.generate(&ready, &specs).await?);
                     if let Some(found) = self.stored_thumbnail(&ready, spec).await? {
                         return Ok(found);
@@ -164,12 +225,15 @@ impl MediaService {
             if let Some(found) = stored.into_iter().find(|t| t.animated && t.spec == spec) {
                 return Ok(Some(found.into()));
             }
-            match self
-                .thumbs
-                .flights
-                .join(FlightKey::Animated(mxc.clone(), spec))
-            {
-                Role::Leader(_guard) => return self.generate_animated(ready, spec).await,
+            let key = FlightKey::Animated(mxc.clone(), spec);
+            match self.thumbs.flights.join(key.clone()) {
+                Role::Leader(_guard) => {
+                    let Some(_leased) = self.lease(&key).await? else {
+                        self.wait_for_lease(mxc, &key.work()).await?;
+                        continue;
+                    };
+                    return self.generate_animated(ready, spec).await;
+                }
                 Role::Follower(f) => {
                     f.wait().await;
                     if self.thumbs.not_animated.contains_key(mxc) {
@@ -187,9 +251,18 @@ impl MediaService {
         }
         let service = self.clone();
         tokio::spawn(async move {
-            let Role::Leader(_guard) = service.thumbs.flights.join(FlightKey::Set(mxc.clone()))
-            else {
+            let key = FlightKey::Set(mxc.clone());
+            let Role::Leader(_guard) = service.thumbs.flights.join(key.clone()) else {
                 return;
+            };
+            let _leased = match service.lease(&key).await {
+                Ok(Some(leased)) => leased,
+                // Another process is on it.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(%mxc, error = %e, "cannot lease thumbnail work");
+                    return;
+                }
             };
             let ready = match service.repo.get_media(&mxc).await {
                 Ok(Some(record)) => match record.state.clone() {
@@ -296,6 +369,39 @@ impl MediaService {
             .ok_or(MediaError::NotThumbnailable)
     }
 
+    /// Thumbnail jobs (decodes) this process has run, for tests and operators.
+    pub fn thumbnail_jobs_run(&self) -> u64 {
+        self.thumbs.jobs_run.load(Ordering::Relaxed)
+    }
+
+    /// Lease `key`'s work for this process, or None if another process holds it. The
+    /// lease outlives the job's time limit by a margin; past that, others take over.
+    async fn lease(&self, key: &FlightKey) -> Result<Option<Leased>, MediaError> {
+        let (mxc, work) = (key.mxc(), key.work());
+        let now = now_ms();
+        let ttl = i64::try_from(self.thumbs.options.job_timeout.as_millis()).unwrap_or(i64::MAX);
+        let expires = now
+            .saturating_add(ttl.saturating_mul(2))
+            .saturating_add(30_000);
+        let ours = self
+            .repo
+            .try_lease(mxc, &work, &self.thumbs.holder, now, expires)
+            .await?;
+        Ok(ours.then(|| Leased {
+            service: self.clone(),
+            mxc: mxc.clone(),
+            work,
+        }))
+    }
+
+    /// Wait until no process holds a lease on `work` (it finished, or its lease expired).
+    async fn wait_for_lease(&self, mxc: &Mxc, work: &str) -> Result<(), MediaError> {
+        while self.repo.lease_held(mxc, work, now_ms()).await? {
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+        Ok(())
+    }
+
     /// Run `job` on the source's bytes on a blocking thread, once a worker is free and
     /// the memory `estimate` says it needs fits the budget, within the time limit.
     async fn run_job<T: Send + 'static>(
@@ -311,6 +417,7 @@ impl MediaService {
         // The source is read under the worker slot, so sources in memory are bounded too.
         let slot = t.pool.slot().await;
         let data = self.read_all(ready).await?;
+        t.jobs_run.fetch_add(1, Ordering::Relaxed);
         match slot.run(data, t.options.job_timeout, estimate, job).await {
             Ok(done) => Ok(Ok(done)),
             Err(JobError::Failed(error)) => Ok(Err(error)),

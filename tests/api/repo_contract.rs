@@ -199,6 +199,29 @@ async fn contract(repo: Arc<dyn MediaRepo>) {
     assert!(repo.get_media(&mxc("p2")).await.unwrap().is_some());
     assert!(repo.get_media(&mxc("p3")).await.unwrap().is_some());
     assert_eq!(repo.delete_expired_pending(1000).await.unwrap(), 0);
+
+    // Thumbnail leases: one holder at a time, taken over once expired, released only
+    // by their holder.
+    let m = mxc("one");
+    assert!(repo.try_lease(&m, "set", "a", 100, 200).await.unwrap());
+    assert!(!repo.try_lease(&m, "set", "b", 150, 250).await.unwrap());
+    assert!(
+        repo.try_lease(&m, "96x96:crop", "b", 150, 250)
+            .await
+            .unwrap()
+    );
+    assert!(repo.lease_held(&m, "set", 150).await.unwrap());
+    repo.release_lease(&m, "set", "b").await.unwrap();
+    assert!(
+        repo.lease_held(&m, "set", 150).await.unwrap(),
+        "not b's lease"
+    );
+    assert!(!repo.lease_held(&m, "set", 201).await.unwrap(), "expired");
+    assert!(repo.try_lease(&m, "set", "b", 201, 300).await.unwrap());
+    assert!(!repo.try_lease(&m, "set", "a", 250, 350).await.unwrap());
+    repo.release_lease(&m, "set", "b").await.unwrap();
+    assert!(!repo.lease_held(&m, "set", 250).await.unwrap());
+    assert!(repo.try_lease(&m, "set", "a", 250, 350).await.unwrap());
 }
 
 #[tokio::test]

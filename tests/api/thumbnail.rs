@@ -146,6 +146,25 @@ async fn small_images_are_served_as_they_are(pair: Pair) {
     assert_eq!(body, gif);
 }
 
+/// Ten concurrent requests for `query` of `id`, spread over `apps`; all answers must be
+/// the same bytes, which are returned.
+async fn ten_identical_answers(apps: &[&TestApp], id: &str, query: &str) -> bytes::Bytes {
+    let requests = (0..10).map(|i| {
+        let req = apps[i % apps.len()].authed(Method::GET, &path(id, query));
+        tokio::spawn(async move { req.send().await.unwrap().bytes().await.unwrap() })
+    });
+    let bodies: Vec<_> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "all answers identical"
+    );
+    bodies.into_iter().next().expect("ten answers")
+}
+
 async fn concurrent_requests_generate_once(pair: Pair) {
     let app = TestApp::spawn_with(pair, |s| s.thumbnails.sizes.clear()).await;
     let id = app
@@ -160,21 +179,30 @@ async fn concurrent_requests_generate_once(pair: Pair) {
         1,
         "nothing pre-generated with no sizes configured"
     );
-    let requests = (0..10).map(|_| {
-        let req = app.authed(Method::GET, &path(&id, "width=200&height=150&method=crop"));
-        tokio::spawn(async move { req.send().await.unwrap().bytes().await.unwrap() })
-    });
-    let bodies: Vec<_> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert!(
-        bodies.windows(2).all(|w| w[0] == w[1]),
-        "all answers identical"
-    );
-    assert_eq!(dims(&bodies[0]), (200, 150));
+    let body = ten_identical_answers(&[&app], &id, "width=200&height=150&method=crop").await;
+    assert_eq!(dims(&body), (200, 150));
     assert_eq!(app.stored_objects().await.0, 2, "one thumbnail stored");
+    assert_eq!(app.media.thumbnail_jobs_run(), 1, "decoded once");
+}
+
+async fn processes_sharing_a_database_generate_once(pair: Pair) {
+    let app = TestApp::spawn_with(pair, |s| s.thumbnails.sizes.clear()).await;
+    let other = TestApp::spawn_sharing(&app).await;
+    let id = app
+        .upload(
+            encoded(photo(1200, 900), ImageFormat::Jpeg),
+            Some("image/jpeg"),
+            None,
+        )
+        .await;
+    let body =
+        ten_identical_answers(&[&app, &other], &id, "width=200&height=150&method=crop").await;
+    assert_eq!(dims(&body), (200, 150));
+    assert_eq!(
+        app.media.thumbnail_jobs_run() + other.media.thumbnail_jobs_run(),
+        1,
+        "decoded once across both processes"
+    );
 }
 
 async fn fixed_sizes_serve_the_nearest_larger(pair: Pair) {
@@ -437,6 +465,7 @@ crate::on_both_pairs!(
     pregenerated_sizes_answer_nearby_requests,
     small_images_are_served_as_they_are,
     concurrent_requests_generate_once,
+    processes_sharing_a_database_generate_once,
     fixed_sizes_serve_the_nearest_larger,
     bad_parameters,
     content_that_cannot_be_thumbnailed,
