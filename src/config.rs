@@ -25,6 +25,30 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub media: MediaSettings,
     pub thumbnails: ThumbnailSettings,
+    pub federation: FederationSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSettings {
+    /// The homeserver's signing key, in Synapse's signing-key file format (point this at
+    /// the homeserver's own key file); created if the file does not exist. Empty: none.
+    pub signing_key_path: String,
+    /// Answer `/_matrix/key/v2/server` with that key (for tests and deployments where
+    /// mxcd is the only server under this name); normally the homeserver does.
+    pub serve_keys: bool,
+    /// How long others may cache the published key, in seconds.
+    pub key_validity_secs: u64,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        Self {
+            signing_key_path: String::new(),
+            serve_keys: false,
+            key_validity_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +197,7 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             media: MediaSettings::default(),
             thumbnails: ThumbnailSettings::default(),
+            federation: FederationSettings::default(),
         }
     }
 }
@@ -341,6 +366,12 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return Err(bad("database.max_connections", "must be at least 1"));
+        }
+        if self.federation.serve_keys && self.federation.signing_key_path.is_empty() {
+            return Err(bad(
+                "federation.signing_key_path",
+                "required when federation.serve_keys = true",
+            ));
         }
         if self.storage.backend == StorageBackend::S3
             && self.storage.bucket.as_deref().unwrap_or("").is_empty()

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod federation;
 pub mod media;
 pub mod routes;
 pub mod startup;

@@ -1,6 +1,7 @@
 //! Wiring: build the services from a [`Config`] and run the HTTP server.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{self, MediaRepo, RepoError};
+use crate::federation::ServerKey;
 use crate::media::{MediaService, ThumbnailOptions};
 use crate::routes;
 use crate::storage::{BlobStore, StorageError};
@@ -23,6 +25,8 @@ pub enum StartupError {
     Migrate(#[source] RepoError),
     #[error("{0}")]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    SigningKey(#[from] crate::federation::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -90,13 +94,34 @@ impl Application {
             source,
         })?;
 
+        let federation = &s.federation;
+        let key = if federation.signing_key_path.is_empty() {
+            None
+        } else {
+            Some(ServerKey::load_or_generate(Path::new(
+                &federation.signing_key_path,
+            ))?)
+        };
+        let key_server = key.filter(|_| federation.serve_keys).map(|key| {
+            web::Data::new(routes::federation::KeyServer {
+                key,
+                server_name: config.server_name.clone(),
+                validity: Duration::from_secs(federation.key_validity_secs),
+            })
+        });
         let media_data = web::Data::new(media.clone());
         let auth_data = web::Data::new(authenticator);
         let mut server = HttpServer::new(move || {
+            let key_server = key_server.clone();
             App::new()
                 .app_data(media_data.clone())
                 .app_data(auth_data.clone())
                 .configure(routes::configure)
+                .configure(move |cfg| {
+                    if let Some(key_server) = key_server {
+                        routes::federation::configure_key_server(cfg, key_server);
+                    }
+                })
                 .default_service(web::to(routes::unrecognized))
                 .wrap_fn(routes::preflight_and_log)
                 .wrap(routes::default_headers())

@@ -4,6 +4,7 @@ mod auth;
 mod config;
 mod download;
 mod error;
+pub mod federation;
 mod headers;
 mod query;
 mod range;

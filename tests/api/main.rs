@@ -4,6 +4,7 @@
 mod async_upload;
 mod auth;
 mod download;
+mod federation;
 mod helpers;
 mod process;
 mod repo_contract;
