@@ -123,6 +123,10 @@ impl ServerKey {
         )
     }
 
+    pub(super) fn pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
     /// `ed25519:<version>`.
     pub fn key_id(&self) -> String {
         format!("ed25519:{}", self.version)
