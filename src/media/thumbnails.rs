@@ -76,8 +76,12 @@ struct Leased {
 
 impl Drop for Leased {
     fn drop(&mut self) {
+        // Outside a runtime (it is shutting down) the lease is left to expire.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let (service, mxc, work) = (self.service.clone(), self.mxc.clone(), self.work.clone());
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let holder = &service.thumbs.holder;
             if let Err(e) = service.repo.release_lease(&mxc, &work, holder).await {
                 tracing::warn!(%mxc, %work, error = %e, "cannot release thumbnail lease");
