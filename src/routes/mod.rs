@@ -6,6 +6,7 @@ mod download;
 mod error;
 pub mod federation;
 mod headers;
+pub mod multipart;
 mod query;
 mod range;
 mod respond;
