@@ -111,11 +111,15 @@ impl State {
         }
     }
 
-    fn start(&mut self, waiter: Waiter, overtaker: bool) {
-        self.free -= waiter.units;
+    fn take(&mut self, units: u32, overtaker: bool) {
+        self.free -= units;
         if overtaker {
-            self.overtakers += waiter.units;
+            self.overtakers += units;
         }
+    }
+
+    fn start(&mut self, waiter: Waiter, overtaker: bool) {
+        self.take(waiter.units, overtaker);
         if waiter.grant.send(overtaker).is_err() {
             // Its future is gone (and found nothing to remove in the queue).
             self.give_back(waiter.units, overtaker);
@@ -140,23 +144,25 @@ impl Budget {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wait for `units` (at most the total; larger asks are clamped by the caller).
+    /// The budget's size in units.
+    pub(super) fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Wait for `units`; an ask larger than the whole budget waits for all of it (the
+    /// job then runs alone).
     pub(super) async fn reserve(self: &Arc<Self>, units: u32) -> Reservation {
         let units = units.min(self.total);
         let (id, granted) = {
             let mut state = self.lock();
-            let reservation = |overtaker| Reservation {
-                budget: self.clone(),
-                units,
-                overtaker,
-            };
             if state.free >= units && (state.queue.is_empty() || state.may_overtake(self.total)) {
                 let overtaker = !state.queue.is_empty();
-                state.free -= units;
-                if overtaker {
-                    state.overtakers += units;
-                }
-                return reservation(overtaker);
+                state.take(units, overtaker);
+                return Reservation {
+                    budget: self.clone(),
+                    units,
+                    overtaker,
+                };
             }
             let (grant, granted) = oneshot::channel();
             let id = state.next_id;

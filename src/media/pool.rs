@@ -23,7 +23,6 @@ pub struct JobPool {
     intake: Arc<Semaphore>,
     workers_free: Arc<Semaphore>,
     memory: Arc<Budget>,
-    budget_mib: u32,
     workers: usize,
 }
 
@@ -67,7 +66,6 @@ impl JobPool {
             intake: Arc::new(Semaphore::new(workers * 2)),
             workers_free: Arc::new(Semaphore::new(workers)),
             memory: Budget::new(budget_mib),
-            budget_mib,
             workers,
         }
     }
@@ -77,7 +75,7 @@ impl JobPool {
     }
 
     pub fn budget_mib(&self) -> u32 {
-        self.budget_mib
+        self.memory.total()
     }
 
     /// Wait for an intake place.
@@ -90,13 +88,13 @@ impl JobPool {
             .expect("the intake semaphore is never closed");
         Slot { pool: self, permit }
     }
+}
 
-    /// Budget units (MiB, at least 1, at most the whole budget) for `bytes`.
-    fn units(&self, bytes: u64) -> u32 {
-        u32::try_from(bytes.div_ceil(MIB))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.budget_mib)
-    }
+/// Budget units (MiB, at least 1) for `bytes`; the budget caps asks at its size.
+fn units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(MIB))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 impl Slot<'_> {
@@ -126,7 +124,7 @@ impl Slot<'_> {
                 .map_err(crashed)?
                 .map_err(JobError::Failed)?
         };
-        let units = self.pool.units(estimated);
+        let units = units(estimated);
         tracing::debug!(
             estimated_mib = estimated.div_ceil(MIB),
             units,

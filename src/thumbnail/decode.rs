@@ -283,8 +283,7 @@ pub fn memory(data: &[u8], probe: &Probe, needed: (u32, u32)) -> (u64, (u32, u32
             (bytes, (w, h))
         }
         ImageFormat::Png => {
-            let decoder = png::Decoder::new(Cursor::new(data));
-            let mut decoder = decoder;
+            let mut decoder = png::Decoder::new(Cursor::new(data));
             let streams = decoder
                 .read_header_info()
                 .is_ok_and(|info| !info.interlaced);
