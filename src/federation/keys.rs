@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rand::RngCore;
+use rand::{Rng, RngCore};
 use ruma_common::CanonicalJsonObject;
 use ruma_common::canonical_json::{CanonicalJsonValue, to_canonical_value};
 use ruma_common::serde::Base64;
@@ -99,19 +99,17 @@ impl ServerKey {
         }
     }
 
-    /// A new random key, with a version like Synapse's (`a_` and four letters).
+    /// A new random key, with a version like Synapse's (`a_` and four characters).
     pub fn generate() -> Self {
         let mut rng = rand::rng();
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-        let version: String = std::iter::once("a_".to_owned())
-            .chain((0..4).map(|_| {
-                let i = (rng.next_u32() as usize) % LETTERS.len();
-                char::from(LETTERS[i]).to_string()
-            }))
+        let suffix: String = (&mut rng)
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(4)
+            .map(char::from)
             .collect();
-        Self::from_seed(seed, version)
+        Self::from_seed(seed, format!("a_{suffix}"))
     }
 
     /// The key in Synapse's file format.
