@@ -1,7 +1,7 @@
 //! Configuration: built-in defaults, then an optional TOML file, then environment
 //! variables `MXCD__SECTION__KEY`. Every key is documented in `config/mxcd.example.toml`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,28 @@ pub struct FederationSettings {
     pub serve_keys: bool,
     /// How long others may cache the published key, in seconds.
     pub key_validity_secs: u64,
+    /// Where to reach particular servers instead of discovering them
+    /// (`"hs2" = "http://127.0.0.1:8091"`): internal routing, and tests.
+    pub overrides: BTreeMap<String, String>,
+    /// Only these servers are talked to (exact names, or `*.example.org`); empty: all.
+    pub allow: Vec<String>,
+    /// Servers never talked to, whatever `allow` says (same patterns).
+    pub deny: Vec<String>,
+    /// Remote files larger than this are refused (502 `M_TOO_LARGE`), in bytes.
+    pub max_remote_bytes: u64,
+    /// Connecting, and each wait for more data from a remote server, in seconds.
+    pub request_timeout_secs: u64,
+    /// A whole remote download, body included, in seconds.
+    pub fetch_timeout_secs: u64,
+    /// How long a remote "not found" is remembered before asking again, in seconds.
+    pub failure_cache_secs: u64,
+    /// After a server fails, it is not asked again for this long, doubling with every
+    /// further failure up to `backoff_max_secs`.
+    pub backoff_initial_secs: u64,
+    pub backoff_max_secs: u64,
+    /// Size budget for cached remote media, in bytes; the least recently used is
+    /// evicted past it. 0: unlimited.
+    pub remote_cache_bytes: u64,
 }
 
 impl Default for FederationSettings {
@@ -47,6 +69,16 @@ impl Default for FederationSettings {
             signing_key_path: String::new(),
             serve_keys: false,
             key_validity_secs: 24 * 60 * 60,
+            overrides: BTreeMap::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_remote_bytes: 100 * 1024 * 1024,
+            request_timeout_secs: 10,
+            fetch_timeout_secs: 120,
+            failure_cache_secs: 60,
+            backoff_initial_secs: 10,
+            backoff_max_secs: 600,
+            remote_cache_bytes: 0,
         }
     }
 }
@@ -371,6 +403,37 @@ impl Settings {
             return Err(bad(
                 "federation.signing_key_path",
                 "required when federation.serve_keys = true",
+            ));
+        }
+        for (name, target) in &self.federation.overrides {
+            ServerName::parse(name).map_err(|e| bad("federation.overrides", &e.to_string()))?;
+            match url::Url::parse(target) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(bad(
+                        "federation.overrides",
+                        &format!("{target:?} is not a URL like https://10.0.0.2:8448"),
+                    ));
+                }
+            }
+        }
+        for (key, patterns) in [
+            ("federation.allow", &self.federation.allow),
+            ("federation.deny", &self.federation.deny),
+        ] {
+            for p in patterns {
+                ServerName::parse(p.strip_prefix("*.").unwrap_or(p)).map_err(|_| {
+                    bad(key, &format!("{p:?} is neither a server name nor *.domain"))
+                })?;
+            }
+        }
+        if self.federation.max_remote_bytes == 0 {
+            return Err(bad("federation.max_remote_bytes", "must be at least 1"));
+        }
+        if self.federation.request_timeout_secs == 0 || self.federation.fetch_timeout_secs == 0 {
+            return Err(bad(
+                "federation.request_timeout_secs",
+                "timeouts must be at least 1 second",
             ));
         }
         if self.storage.backend == StorageBackend::S3

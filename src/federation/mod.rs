@@ -1,8 +1,14 @@
 //! Federation: the server's signing key (and, where configured, serving it at
-//! `/_matrix/key/v2/server`), and X-Matrix request signatures.
+//! `/_matrix/key/v2/server`), X-Matrix request signatures, other servers' keys, server
+//! discovery, and requests to other servers.
 
+mod client;
+pub mod discovery;
+mod key_ring;
 mod keys;
 mod request_auth;
 
+pub use client::{FederationClient, FederationError};
+pub use key_ring::{KeyRing, KeyRingError};
 pub use keys::{KeyError, ServerKey};
 pub use request_auth::{Credentials, RequestAuthError, authorization};
