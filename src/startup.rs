@@ -11,8 +11,8 @@ use actix_web::{App, HttpServer, web};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{self, MediaRepo, RepoError};
-use crate::federation::ServerKey;
-use crate::media::{MediaService, ThumbnailOptions};
+use crate::federation::{FederationClient, KeyRing, ServerKey};
+use crate::media::{MediaService, RemoteOptions, ThumbnailOptions};
 use crate::routes;
 use crate::storage::{BlobStore, StorageError};
 use crate::thumbnail::Limits;
@@ -57,6 +57,12 @@ impl Application {
             addr: config.bind,
             source,
         })?;
+        Self::build_on(config, listener).await
+    }
+
+    /// Build on a socket already bound (`http.bind` is then not used): tests that need
+    /// to know each other's addresses before starting bind first.
+    pub async fn build_on(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
         let repo = open_repo(&config).await?;
         let s = &config.settings;
         let blobs =
@@ -75,13 +81,40 @@ impl Application {
             failure_ttl: Duration::from_secs(s.thumbnails.failure_ttl_secs),
             job_timeout: Duration::from_secs(s.thumbnails.job_timeout_secs),
         };
-        let media = MediaService::new(
+        let federation = &s.federation;
+        let key = if federation.signing_key_path.is_empty() {
+            None
+        } else {
+            Some(Arc::new(ServerKey::load_or_generate(Path::new(
+                &federation.signing_key_path,
+            ))?))
+        };
+        let client = FederationClient::new(config.server_name.clone(), key.clone(), federation);
+        let mut media = MediaService::new(
             repo,
             blobs,
             config.server_name.clone(),
             s.media.clone(),
             thumbnails,
         );
+        if key.is_some() {
+            media = media.with_remote(RemoteOptions {
+                client: client.clone(),
+                max_bytes: federation.max_remote_bytes,
+                fetch_timeout: Duration::from_secs(federation.fetch_timeout_secs),
+                failure_ttl: Duration::from_secs(federation.failure_cache_secs),
+                cache_bytes: federation.remote_cache_bytes,
+            });
+        } else {
+            tracing::info!("no federation.signing_key_path: remote media will not be fetched");
+        }
+        let inbound = web::Data::new(routes::federation::Inbound {
+            keys: KeyRing::new(
+                client.clone(),
+                Duration::from_secs(federation.request_timeout_secs),
+            ),
+            client,
+        });
         let authenticator = Authenticator::new(
             &s.homeserver.url,
             Duration::from_secs(s.homeserver.timeout_secs),
@@ -94,14 +127,6 @@ impl Application {
             source,
         })?;
 
-        let federation = &s.federation;
-        let key = if federation.signing_key_path.is_empty() {
-            None
-        } else {
-            Some(ServerKey::load_or_generate(Path::new(
-                &federation.signing_key_path,
-            ))?)
-        };
         let key_server = key.filter(|_| federation.serve_keys).map(|key| {
             web::Data::new(routes::federation::KeyServer {
                 key,
@@ -116,7 +141,9 @@ impl Application {
             App::new()
                 .app_data(media_data.clone())
                 .app_data(auth_data.clone())
+                .app_data(inbound.clone())
                 .configure(routes::configure)
+                .configure(routes::federation::configure_media)
                 .configure(move |cfg| {
                     if let Some(key_server) = key_server {
                         routes::federation::configure_key_server(cfg, key_server);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ContentHash, ContentType, FileName, Mxc, ThumbnailSpec, UserId};
+use crate::domain::{ContentHash, ContentType, FileName, Mxc, ServerName, ThumbnailSpec, UserId};
 
 pub use sql::{PgRepo, SqliteRepo};
 
@@ -162,6 +162,21 @@ pub trait MediaRepo: Send + Sync + 'static {
 
     /// Whether any metadata row (media or thumbnail) refers to this blob.
     async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError>;
+
+    /// Total size of cached remote media (media of servers other than `local`).
+    async fn remote_cache_bytes(&self, local: &ServerName) -> Result<u64, RepoError>;
+
+    /// Up to `limit` cached remote media items with their sizes, least recently
+    /// accessed first.
+    async fn least_recent_remote(
+        &self,
+        local: &ServerName,
+        limit: u32,
+    ) -> Result<Vec<(Mxc, u64)>, RepoError>;
+
+    /// Delete a media item and its thumbnails' rows (their blobs are left to the
+    /// sweeper). Returns whether it existed.
+    async fn delete_media(&self, mxc: &Mxc) -> Result<bool, RepoError>;
 
     /// Delete reservations whose upload deadline passed before `before`.
     async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError>;

@@ -66,6 +66,17 @@ const RELEASE_LEASE: &str = "DELETE FROM thumbnail_leases \
 const LEASE_HELD: &str = "SELECT COUNT(*) FROM thumbnail_leases \
      WHERE server_name = $1 AND media_id = $2 AND work = $3 AND expires_ts >= $4";
 
+const REMOTE_CACHE_BYTES: &str = "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
+     WHERE server_name <> $1 AND sha256 IS NOT NULL";
+
+const LEAST_RECENT_REMOTE: &str = "SELECT server_name, media_id, size_bytes FROM media \
+     WHERE server_name <> $1 AND sha256 IS NOT NULL \
+     ORDER BY last_access_ts, server_name, media_id LIMIT $2";
+
+const DELETE_THUMBNAILS: &str = "DELETE FROM thumbnails WHERE server_name = $1 AND media_id = $2";
+
+const DELETE_MEDIA: &str = "DELETE FROM media WHERE server_name = $1 AND media_id = $2";
+
 const DELETE_EXPIRED_PENDING: &str = "DELETE FROM media WHERE sha256 IS NULL AND expires_ts < $1";
 
 #[derive(sqlx::FromRow)]
@@ -395,6 +406,53 @@ macro_rules! impl_media_repo {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n > 0)
+            }
+
+            async fn remote_cache_bytes(&self, local: &ServerName) -> Result<u64, RepoError> {
+                let (n,): (i64,) = sqlx::query_as(REMOTE_CACHE_BYTES)
+                    .bind(local.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn least_recent_remote(
+                &self,
+                local: &ServerName,
+                limit: u32,
+            ) -> Result<Vec<(Mxc, u64)>, RepoError> {
+                let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(LEAST_RECENT_REMOTE)
+                    .bind(local.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter()
+                    .map(|(server, id, size)| {
+                        let corrupt =
+                            |what| RepoError::Corrupt(format!("media {server}/{id}"), what);
+                        let mxc = Mxc::new(
+                            ServerName::parse(&server).map_err(|_| corrupt("server name"))?,
+                            MediaId::parse(&id).map_err(|_| corrupt("media id"))?,
+                        );
+                        Ok((mxc, size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)))
+                    })
+                    .collect()
+            }
+
+            async fn delete_media(&self, mxc: &Mxc) -> Result<bool, RepoError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(DELETE_THUMBNAILS)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query(DELETE_MEDIA)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError> {

@@ -12,8 +12,10 @@ use ruma_common::canonical_json::CanonicalJsonValue;
 use ruma_common::serde::Base64;
 
 use super::client::{FederationClient, FederationError};
-use crate::db::Millis;
 use crate::domain::ServerName;
+
+/// Milliseconds since the Unix epoch.
+type Millis = i64;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyRingError {
@@ -43,7 +45,7 @@ struct ServerKeys {
 
 impl ServerKeys {
     fn usable(&self, key_id: &str, now: Millis) -> Option<&str> {
-        (self.valid_until >= now)
+        (self.valid_until > now)
             .then(|| self.keys.get(key_id).map(String::as_str))
             .flatten()
     }
@@ -79,7 +81,7 @@ impl KeyRing {
             if let Some(key) = known.usable(key_id, now) {
                 return Ok(key.to_owned());
             }
-            if now - known.fetched < MIN_REFETCH_MS && known.valid_until >= now {
+            if now - known.fetched < MIN_REFETCH_MS && known.valid_until > now {
                 return Err(KeyRingError::UnknownKey {
                     server: server.clone(),
                     key_id: key_id.to_owned(),
@@ -90,7 +92,7 @@ impl KeyRing {
         // Concurrent lookups of one server share one fetch.
         let keys = self
             .cache
-            .try_get_with(server.clone(), self.fetch(server, now))
+            .try_get_with(server.clone(), self.fetch(server))
             .await
             .map_err(|e| (*e).clone())?;
         keys.usable(key_id, now)
@@ -101,11 +103,7 @@ impl KeyRing {
             })
     }
 
-    async fn fetch(
-        &self,
-        server: &ServerName,
-        now: Millis,
-    ) -> Result<Arc<ServerKeys>, KeyRingError> {
+    async fn fetch(&self, server: &ServerName) -> Result<Arc<ServerKeys>, KeyRingError> {
         let invalid = |reason: String| KeyRingError::Invalid {
             server: server.clone(),
             reason,
@@ -126,7 +124,9 @@ impl KeyRing {
         }
         let doc: CanonicalJsonObject =
             serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
-        let keys = parse_document(server, &doc, now).map_err(invalid)?;
+        // Judged by the time it arrived, so keys expiring meanwhile are not taken.
+        let keys =
+            parse_document(server, &doc, chrono::Utc::now().timestamp_millis()).map_err(invalid)?;
         tracing::debug!(%server, keys = keys.keys.len(), valid_until = keys.valid_until, "fetched server keys");
         Ok(Arc::new(keys))
     }
@@ -146,7 +146,7 @@ fn parse_document(
         return Err("no valid_until_ts".into());
     };
     let valid_until = i64::from(*valid_until).min(now.saturating_add(MAX_VALIDITY_MS));
-    if valid_until < now {
+    if valid_until <= now {
         return Err("the keys have expired".into());
     }
     let Some(CanonicalJsonValue::Object(verify_keys)) = doc.get("verify_keys") else {

@@ -6,9 +6,11 @@ mod client;
 pub mod discovery;
 mod key_ring;
 mod keys;
+mod media;
 mod request_auth;
 
 pub use client::{FederationClient, FederationError};
 pub use key_ring::{KeyRing, KeyRingError};
 pub use keys::{KeyError, ServerKey};
+pub use media::{RemoteFile, RemoteMediaError};
 pub use request_auth::{Credentials, RequestAuthError, authorization};

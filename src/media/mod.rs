@@ -3,6 +3,7 @@
 
 mod budget;
 pub mod pool;
+mod remote;
 mod single_flight;
 mod sweeper;
 mod thumbnails;
@@ -24,6 +25,7 @@ use crate::db::{
 use crate::domain::{ContentHash, ContentType, FileName, MediaId, Mxc, ServerName, UserId};
 use crate::storage::{BlobStore, PutError, StorageError};
 
+pub use remote::RemoteOptions;
 pub use sweeper::SweepReport;
 pub use thumbnails::{ServedThumbnail, ThumbnailOptions};
 
@@ -46,6 +48,12 @@ pub enum MediaError {
     NotThumbnailable,
     #[error("content is too large to thumbnail")]
     ThumbnailTooLarge,
+    /// Remote media larger than we fetch.
+    #[error("remote content is too large")]
+    RemoteTooLarge,
+    /// The remote server could not be reached or gave no usable answer.
+    #[error("remote media could not be fetched")]
+    RemoteUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
     #[error("reading the request body failed")]
@@ -63,6 +71,8 @@ pub enum Access {
     Authenticated,
     /// `/_matrix/media/v3/...`: unauthenticated and subject to the freeze.
     Legacy { allow_remote: bool },
+    /// `/_matrix/federation/v1/media/...`: another server, for our own media only.
+    Federation,
 }
 
 /// What the client declared about an upload.
@@ -102,6 +112,8 @@ pub struct MediaService {
     /// Woken whenever this process finishes an async upload.
     uploaded: Arc<Notify>,
     thumbs: thumbnails::SharedThumbnailer,
+    /// Fetching remote media; None when federation is not set up.
+    remote: Option<Arc<remote::Remote>>,
 }
 
 impl MediaService {
@@ -119,7 +131,14 @@ impl MediaService {
             settings: Arc::new(settings),
             uploaded: Arc::new(Notify::new()),
             thumbs: Arc::new(thumbnails::Thumbnailer::new(thumbnails)),
+            remote: None,
         }
+    }
+
+    /// Fetch remote media from other servers on first request.
+    pub fn with_remote(mut self, options: RemoteOptions) -> Self {
+        self.remote = Some(Arc::new(remote::Remote::new(options)));
+        self
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -271,9 +290,7 @@ impl MediaService {
         wait: Duration,
     ) -> Result<ReadyMedia, MediaError> {
         if mxc.server_name != self.server_name {
-            // Remote media: federation fetches it (not implemented yet); with
-            // allow_remote=false it must not be fetched at all.
-            return Err(MediaError::NotFound);
+            return self.fetch_remote(mxc, access).await;
         }
         let deadline = Instant::now() + wait.min(Duration::from_millis(self.settings.max_wait_ms));
         loop {

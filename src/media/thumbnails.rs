@@ -65,10 +65,11 @@ const SET_WORK: &str = "set";
 /// How often a process waiting for another one's thumbnail work looks again.
 const LEASE_POLL: Duration = Duration::from_millis(250);
 
-/// Work leased in the database, so that processes sharing it do each piece once. Given
+/// Work leased in the database, so that processes sharing it do each piece once (thumbnails,
+/// remote fetches). Given
 /// back when dropped (from a spawned task, as drop cannot wait); a process that dies
 /// holding one leaves it to expire.
-struct Leased {
+pub(super) struct Leased {
     service: MediaService,
     mxc: Mxc,
     work: String,
@@ -381,12 +382,19 @@ impl MediaService {
     /// Lease `key`'s work for this process, or None if another process holds it. The
     /// lease outlives the job's time limit by a margin; past that, others take over.
     async fn lease(&self, key: &FlightKey) -> Result<Option<Leased>, MediaError> {
-        let (mxc, work) = (key.mxc(), key.work());
+        let ttl = self.thumbs.options.job_timeout.saturating_mul(2) + Duration::from_secs(30);
+        self.lease_work(key.mxc(), key.work(), ttl).await
+    }
+
+    /// Lease `work` on `mxc` for `ttl`, or None if another process holds it.
+    pub(super) async fn lease_work(
+        &self,
+        mxc: &Mxc,
+        work: String,
+        ttl: Duration,
+    ) -> Result<Option<Leased>, MediaError> {
         let now = now_ms();
-        let ttl = i64::try_from(self.thumbs.options.job_timeout.as_millis()).unwrap_or(i64::MAX);
-        let expires = now
-            .saturating_add(ttl.saturating_mul(2))
-            .saturating_add(30_000);
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let ours = self
             .repo
             .try_lease(mxc, &work, &self.thumbs.holder, now, expires)
@@ -399,7 +407,7 @@ impl MediaService {
     }
 
     /// Wait until no process holds a lease on `work` (it finished, or its lease expired).
-    async fn wait_for_lease(&self, mxc: &Mxc, work: &str) -> Result<(), MediaError> {
+    pub(super) async fn wait_for_lease(&self, mxc: &Mxc, work: &str) -> Result<(), MediaError> {
         while self.repo.lease_held(mxc, work, now_ms()).await? {
             tokio::time::sleep(LEASE_POLL).await;
         }

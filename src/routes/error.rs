@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::domain::ParseError;
+use crate::federation::{FederationError, KeyRingError, RequestAuthError};
 use crate::media::MediaError;
 
 #[derive(Debug)]
@@ -205,6 +206,16 @@ impl From<MediaError> for ApiError {
                 "M_TOO_LARGE",
                 "The content is too large to thumbnail",
             ),
+            MediaError::RemoteTooLarge => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "M_TOO_LARGE",
+                "The remote content is too large to serve",
+            ),
+            MediaError::RemoteUnavailable => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The remote media could not be fetched",
+            ),
             MediaError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(
@@ -223,6 +234,36 @@ impl From<MediaError> for ApiError {
             }
             MediaError::Storage(e) => Self::internal(&e),
             MediaError::Repo(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<RequestAuthError> for ApiError {
+    fn from(e: RequestAuthError) -> Self {
+        tracing::info!(error = %e, "refused a federation request");
+        let message = match e {
+            RequestAuthError::Malformed(_) => "Missing or malformed X-Matrix authorization",
+            RequestAuthError::WrongDestination => "The request is for another server",
+            RequestAuthError::BadSignature(_) => "Invalid request signature",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", message)
+    }
+}
+
+impl From<KeyRingError> for ApiError {
+    fn from(e: KeyRingError) -> Self {
+        tracing::info!(error = %e, "cannot verify a federation request");
+        match e {
+            KeyRingError::Fetch(FederationError::Denied(_)) => Self::new(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                "Federation with this server is not allowed",
+            ),
+            _ => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                "Cannot verify the signature: the origin's key is unavailable",
+            ),
         }
     }
 }

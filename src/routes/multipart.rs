@@ -43,15 +43,26 @@ impl MixedBody {
     where
         S: Stream<Item = Result<Bytes, E>>,
     {
+        let (head, tail) = self.framing(content_type, content_disposition);
+        stream::once(async move { Ok(head) })
+            .chain(file)
+            .chain(stream::once(async move { Ok(tail) }))
+    }
+
+    /// The length of the whole body for a file of `file_len` bytes.
+    pub fn body_len(&self, content_type: &str, content_disposition: &str, file_len: u64) -> u64 {
+        let (head, tail) = self.framing(content_type, content_disposition);
+        (head.len() + tail.len()) as u64 + file_len
+    }
+
+    /// What comes before and after the file.
+    fn framing(&self, content_type: &str, content_disposition: &str) -> (Bytes, Bytes) {
         let b = &self.boundary;
         let head = format!(
             "--{b}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n\
              --{b}\r\nContent-Type: {content_type}\r\nContent-Disposition: {content_disposition}\r\n\r\n"
         );
-        let tail = format!("\r\n--{b}--\r\n");
-        stream::once(async move { Ok(Bytes::from(head)) })
-            .chain(file)
-            .chain(stream::once(async move { Ok(Bytes::from(tail)) }))
+        (Bytes::from(head), Bytes::from(format!("\r\n--{b}--\r\n")))
     }
 }
 

@@ -16,6 +16,7 @@ pub fn cache_control(access: Access) -> &'static str {
     match access {
         Access::Authenticated => "private, max-age=31536000, immutable",
         Access::Legacy { .. } => "public, max-age=31536000, immutable",
+        Access::Federation => "private, max-age=31536000, immutable",
     }
 }
 

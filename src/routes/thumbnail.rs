@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::headers::content_disposition;
 use super::respond;
 use super::{mxc_from_path, query};
-use crate::domain::{Method, ThumbnailSpec};
+use crate::domain::{ContentType, Method, ThumbnailSpec};
 use crate::media::{Access, MediaService};
 
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
@@ -25,14 +25,14 @@ struct ThumbnailQuery {
     allow_remote: Option<String>,
 }
 
-struct Parsed {
-    spec: ThumbnailSpec,
-    animated: bool,
-    timeout: Duration,
+pub(super) struct Parsed {
+    pub(super) spec: ThumbnailSpec,
+    pub(super) animated: bool,
+    pub(super) timeout: Duration,
     allow_remote: bool,
 }
 
-fn parse(req: &HttpRequest) -> Result<Parsed, ApiError> {
+pub(super) fn parse(req: &HttpRequest) -> Result<Parsed, ApiError> {
     let q: ThumbnailQuery = query::parse(req)?;
     let dim = |v: Option<String>, name: &'static str| -> Result<u32, ApiError> {
         let v = v.ok_or_else(|| ApiError::missing_param(format!("Missing parameter: {name}")))?;
@@ -109,14 +109,7 @@ async fn serve(
     if let Some(response) = respond::not_modified(req, &etag, access) {
         return Ok(response);
     }
-    let extension = match content.content_type.essence().as_str() {
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        _ => "bin",
-    };
-    let name = format!("thumbnail.{extension}");
+    let name = file_name(&content.content_type);
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, content.content_type.as_str()))
@@ -127,4 +120,16 @@ async fn serve(
         .insert_header((ETAG, etag))
         .insert_header((CACHE_CONTROL, respond::cache_control(access)));
     respond::body(req, media, response, &content.sha256, content.size, None).await
+}
+
+/// `thumbnail.<ext>` for a thumbnail of `content_type`.
+pub(super) fn file_name(content_type: &ContentType) -> String {
+    let extension = match content_type.essence().as_str() {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        _ => "bin",
+    };
+    format!("thumbnail.{extension}")
 }

@@ -111,9 +111,38 @@ impl TestApp {
         Self::start(settings, homeserver, dir).await
     }
 
+    /// Like [`Self::spawn_with`], serving on `listener` (bound beforehand, so that
+    /// instances can be told each other's addresses before they start).
+    pub async fn spawn_on(
+        pair: Pair,
+        listener: std::net::TcpListener,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let homeserver = MockServer::start().await;
+        let mut settings = settings_for(pair, &dir, &homeserver.uri()).await;
+        settings.http.bind = listener.local_addr().unwrap().to_string();
+        tweak(&mut settings);
+        Self::start_on(settings, homeserver, dir, Some(listener)).await
+    }
+
     async fn start(settings: Settings, homeserver: MockServer, dir: TempDir) -> Self {
+        Self::start_on(settings, homeserver, dir, None).await
+    }
+
+    async fn start_on(
+        settings: Settings,
+        homeserver: MockServer,
+        dir: TempDir,
+        listener: Option<std::net::TcpListener>,
+    ) -> Self {
         let config = Config::from_settings(settings.clone()).expect("valid test config");
-        let app = Application::build(config).await.expect("app starts");
+        let app = match listener {
+            Some(listener) => Application::build_on(config, listener).await,
+            None => Application::build(config).await,
+        }
+        .expect("app starts");
         let base = format!("http://{}", app.local_addr());
         let media = app.media().clone();
         let handle = app.handle();
@@ -139,6 +168,7 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = first.settings.clone();
         settings.homeserver.url = homeserver.uri();
+        settings.http.bind = "127.0.0.1:0".into();
         Self::start(settings, homeserver, dir).await
     }
 

@@ -7,6 +7,7 @@ mod download;
 mod federation;
 mod helpers;
 mod process;
+mod remote;
 mod repo_contract;
 mod routing;
 mod sweeper;

@@ -7,7 +7,7 @@ use reqwest::Method;
 
 use crate::helpers::{ALICE, Pair, SERVER_NAME, TestApp, assert_error, wait_until};
 
-fn photo(w: u32, h: u32) -> RgbImage {
+pub fn photo(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 28;
         Rgb([
@@ -18,7 +18,7 @@ fn photo(w: u32, h: u32) -> RgbImage {
     })
 }
 
-fn encoded(img: RgbImage, format: ImageFormat) -> Vec<u8> {
+pub fn encoded(img: RgbImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     DynamicImage::ImageRgb8(img)
         .write_to(&mut out, format)

@@ -1,0 +1,281 @@
+//! Remote media: fetched from its origin on first request, once however many ask at the
+//! same time (in this process and in others sharing the database), stored as a blob and
+//! a media row under the origin's server name, then served (and thumbnailed) like local
+//! media. Recent "not found" answers are remembered; servers that fail are backed off by
+//! the federation client; the cache is kept within its size budget.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use super::single_flight::{Flights, Role};
+use super::{Access, MediaError, MediaService, ReadyMedia, now_ms};
+use crate::db::{Content, MediaState, NewMedia};
+use crate::domain::{ContentType, FileName, Mxc};
+use crate::federation::{FederationClient, FederationError, RemoteMediaError};
+use crate::storage::PutError;
+
+/// How remote media is fetched and kept.
+#[derive(Clone)]
+pub struct RemoteOptions {
+    pub client: FederationClient,
+    /// Remote files larger than this are refused.
+    pub max_bytes: u64,
+    /// A whole fetch, body included.
+    pub fetch_timeout: Duration,
+    /// How long a remote "not found" (or "too large") is remembered.
+    pub failure_ttl: Duration,
+    /// Size budget of the remote cache in bytes; 0: unlimited.
+    pub cache_bytes: u64,
+}
+
+/// Why a remote fetch failed, remembered for a while.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    NotFound,
+    TooLarge,
+}
+
+impl From<Failure> for MediaError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::NotFound => MediaError::NotFound,
+            Failure::TooLarge => MediaError::RemoteTooLarge,
+        }
+    }
+}
+
+pub(super) struct Remote {
+    options: RemoteOptions,
+    flights: Flights<Mxc>,
+    failures: Cache<Mxc, Failure>,
+    /// Remote downloads this process started.
+    fetches: AtomicU64,
+}
+
+impl Remote {
+    pub(super) fn new(options: RemoteOptions) -> Self {
+        Self {
+            failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(options.failure_ttl)
+                .build(),
+            options,
+            flights: Flights::default(),
+            fetches: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The lease name of fetching remote media.
+const FETCH_WORK: &str = "remote fetch";
+
+impl MediaService {
+    /// Remote downloads this process has started, for tests and operators.
+    pub fn remote_fetches(&self) -> u64 {
+        self.remote
+            .as_ref()
+            .map_or(0, |r| r.fetches.load(Ordering::Relaxed))
+    }
+
+    /// Remote media for a download: from the cache, or fetched from its origin.
+    pub(super) async fn fetch_remote(
+        &self,
+        mxc: &Mxc,
+        access: Access,
+    ) -> Result<ReadyMedia, MediaError> {
+        loop {
+            if let Some(ready) = self.cached_remote(mxc, access).await? {
+                return Ok(ready);
+            }
+            let Some(remote) = &self.remote else {
+                return Err(MediaError::NotFound);
+            };
+            match access {
+                Access::Legacy {
+                    allow_remote: false,
+                }
+                | Access::Federation => {
+                    return Err(MediaError::NotFound);
+                }
+                // Newly cached media is not served on the legacy endpoints under the
+                // freeze, so it is not fetched for them either.
+                Access::Legacy { .. } if self.settings.freeze_unauthenticated => {
+                    return Err(MediaError::NotFound);
+                }
+                _ => {}
+            }
+            if let Some(failure) = remote.failures.get(mxc).await {
+                return Err(failure.into());
+            }
+            let _flight = match remote.flights.join(mxc.clone()) {
+                Role::Follower(f) => {
+                    f.wait().await;
+                    continue;
+                }
+                Role::Leader(guard) => guard,
+            };
+            let lease_ttl = remote.options.fetch_timeout + Duration::from_secs(30);
+            let Some(_lease) = self
+                .lease_work(mxc, FETCH_WORK.to_owned(), lease_ttl)
+                .await?
+            else {
+                // Another process is fetching it.
+                self.wait_for_lease(mxc, FETCH_WORK).await?;
+                continue;
+            };
+            // It may have landed between our look and our lease.
+            if let Some(ready) = self.cached_remote(mxc, access).await? {
+                return Ok(ready);
+            }
+            self.download_remote(remote, mxc).await?;
+        }
+    }
+
+    async fn cached_remote(
+        &self,
+        mxc: &Mxc,
+        access: Access,
+    ) -> Result<Option<ReadyMedia>, MediaError> {
+        let Some(record) = self.repo.get_media(mxc).await? else {
+            return Ok(None);
+        };
+        let MediaState::Ready { content, .. } = record.state.clone() else {
+            return Ok(None);
+        };
+        if matches!(access, Access::Legacy { .. }) && record.authenticated {
+            return Err(MediaError::NotFound);
+        }
+        self.touch(&record);
+        Ok(Some(ReadyMedia { record, content }))
+    }
+
+    /// Download `mxc` from its origin into storage and record it.
+    async fn download_remote(&self, remote: &Remote, mxc: &Mxc) -> Result<(), MediaError> {
+        remote.fetches.fetch_add(1, Ordering::Relaxed);
+        let o = &remote.options;
+        let origin = &mxc.server_name;
+        let fetched = tokio::time::timeout(o.fetch_timeout, async {
+            let file = o
+                .client
+                .download_media(origin, &mxc.media_id, o.max_bytes, o.fetch_timeout)
+                .await?;
+            let blob = self
+                .blobs
+                .put_stream(file.body, o.max_bytes)
+                .await
+                .map_err(|e| match e {
+                    PutError::TooLarge { .. } => RemoteMediaError::TooLarge,
+                    PutError::Source(e) => {
+                        o.client.record_failure(origin);
+                        RemoteMediaError::Federation(FederationError::Unreachable {
+                            server: origin.clone(),
+                            reason: format!("the body broke off: {e}"),
+                        })
+                    }
+                    PutError::Storage(e) => {
+                        RemoteMediaError::Federation(FederationError::BadResponse {
+                            server: origin.clone(),
+                            reason: format!("storing it failed: {e}"),
+                        })
+                    }
+                })?;
+            Ok::<_, RemoteMediaError>((file.content_type, file.filename, blob))
+        })
+        .await;
+        let (content_type, filename, blob) = match fetched {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(self.remote_failed(remote, mxc, e).await),
+            Err(_) => {
+                o.client.record_failure(origin);
+                tracing::warn!(%mxc, "remote fetch timed out");
+                return Err(MediaError::RemoteUnavailable);
+            }
+        };
+        let content = Content {
+            content_type: content_type
+                .and_then(|t| ContentType::parse(&t).ok())
+                .unwrap_or_else(ContentType::octet_stream),
+            filename: filename.and_then(|f| FileName::parse(&f).ok()),
+            size: blob.size,
+            sha256: blob.hash,
+        };
+        let media = NewMedia {
+            mxc: mxc.clone(),
+            uploader: None,
+            content: content.clone(),
+            now: now_ms(),
+            authenticated: self.settings.freeze_unauthenticated,
+        };
+        // Already there means another process won a race past its lease: same content.
+        let _ = self.repo.insert_media(&media).await?;
+        tracing::info!(%mxc, size = content.size, "cached remote media");
+        self.after_upload(mxc, &content);
+        if o.cache_bytes > 0 {
+            self.spawn_eviction(o.cache_bytes);
+        }
+        Ok(())
+    }
+
+    async fn remote_failed(&self, remote: &Remote, mxc: &Mxc, e: RemoteMediaError) -> MediaError {
+        let remember = |f: Failure| async move {
+            remote.failures.insert(mxc.clone(), f).await;
+            MediaError::from(f)
+        };
+        match e {
+            RemoteMediaError::NotFound => remember(Failure::NotFound).await,
+            RemoteMediaError::TooLarge => {
+                tracing::info!(%mxc, "remote media is too large");
+                remember(Failure::TooLarge).await
+            }
+            RemoteMediaError::NotYetUploaded => MediaError::NotYetUploaded,
+            RemoteMediaError::Federation(FederationError::Denied(_)) => {
+                MediaError::Forbidden("Federation with this server is not allowed")
+            }
+            RemoteMediaError::Federation(e) => {
+                tracing::warn!(%mxc, error = %e, "cannot fetch remote media");
+                MediaError::RemoteUnavailable
+            }
+        }
+    }
+
+    /// Evict the least recently used remote media beyond `budget` bytes, in the
+    /// background. Blobs left unreferenced go with the sweeper.
+    fn spawn_eviction(&self, budget: u64) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            match service.evict_remote(budget).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(evicted = n, "remote media cache trimmed"),
+                Err(e) => tracing::warn!(error = %e, "remote media eviction failed"),
+            }
+        });
+    }
+
+    /// Remove the least recently used remote media until the rest fits `budget` bytes.
+    /// Returns how many items went.
+    pub async fn evict_remote(&self, budget: u64) -> Result<u64, MediaError> {
+        let mut used = self.repo.remote_cache_bytes(&self.server_name).await?;
+        let mut evicted = 0;
+        while used > budget {
+            let oldest = self
+                .repo
+                .least_recent_remote(&self.server_name, 100)
+                .await?;
+            if oldest.is_empty() {
+                break;
+            }
+            for (mxc, size) in oldest {
+                if used <= budget {
+                    break;
+                }
+                if self.repo.delete_media(&mxc).await? {
+                    used = used.saturating_sub(size);
+                    evicted += 1;
+                }
+            }
+        }
+        Ok(evicted)
+    }
+}
