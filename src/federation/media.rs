@@ -14,7 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::client::{FederationClient, FederationError};
-use crate::domain::{MediaId, ServerName};
+use crate::domain::{MediaId, ServerName, ThumbnailSpec};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteMediaError {
@@ -68,9 +68,49 @@ impl FederationClient {
         limit: u64,
         timeout: Duration,
     ) -> Result<RemoteFile, RemoteMediaError> {
-        let path =
-            format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={REMOTE_WAIT_MS}");
-        let res = self.get(server, &path, true, timeout).await?;
+        let wait = format!("timeout_ms={REMOTE_WAIT_MS}");
+        let current = format!("/_matrix/federation/v1/media/download/{media_id}?{wait}");
+        let legacy =
+            format!("/_matrix/media/v3/download/{server}/{media_id}?allow_remote=false&{wait}");
+        self.fetch_file(server, &current, &legacy, limit, timeout)
+            .await
+    }
+
+    /// Fetch a thumbnail of `server`'s media `media_id` made by `server`, as
+    /// [`Self::download_media`] does the media.
+    pub async fn download_thumbnail(
+        &self,
+        server: &ServerName,
+        media_id: &MediaId,
+        spec: &ThumbnailSpec,
+        animated: bool,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<RemoteFile, RemoteMediaError> {
+        let query = format!(
+            "width={}&height={}&method={}&animated={animated}&timeout_ms={REMOTE_WAIT_MS}",
+            spec.width,
+            spec.height,
+            spec.method.as_str()
+        );
+        let current = format!("/_matrix/federation/v1/media/thumbnail/{media_id}?{query}");
+        let legacy =
+            format!("/_matrix/media/v3/thumbnail/{server}/{media_id}?{query}&allow_remote=false");
+        self.fetch_file(server, &current, &legacy, limit, timeout)
+            .await
+    }
+
+    /// `current` (a federation media endpoint), or `legacy` when the server does not
+    /// know it.
+    async fn fetch_file(
+        &self,
+        server: &ServerName,
+        current: &str,
+        legacy: &str,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<RemoteFile, RemoteMediaError> {
+        let res = self.get(server, current, true, timeout).await?;
         if res.status() == StatusCode::OK {
             return self.multipart_file(server, res, limit, timeout).await;
         }
@@ -79,10 +119,7 @@ impl FederationClient {
             return Err(remote_error(server, status, errcode));
         }
         tracing::debug!(%server, "no federation media endpoint; trying the legacy one");
-        let path = format!(
-            "/_matrix/media/v3/download/{server}/{media_id}?allow_remote=false&timeout_ms={REMOTE_WAIT_MS}"
-        );
-        let res = self.get(server, &path, true, timeout).await?;
+        let res = self.get(server, legacy, true, timeout).await?;
         plain_file(server, res, limit).await
     }
 

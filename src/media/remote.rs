@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use futures_util::stream::BoxStream;
+
 use super::single_flight::{Flights, Role};
-use super::{Access, MediaError, MediaService, ReadyMedia, now_ms};
-use crate::db::{Content, MediaState, NewMedia};
-use crate::domain::{ContentType, FileName, Mxc};
+use super::{Access, MediaError, MediaService, ReadyMedia, ServedThumbnail, now_ms};
+use crate::db::{Content, MediaState, NewMedia, ThumbnailContent, ThumbnailRecord};
+use crate::domain::{ContentType, FileName, Mxc, ServerName, ThumbnailSpec};
 use crate::federation::{FederationClient, FederationError, RemoteMediaError};
-use crate::storage::PutError;
+use crate::storage::{PutError, StoredBlob};
 
 /// How remote media is fetched and kept.
 #[derive(Clone)]
@@ -49,6 +53,7 @@ impl From<Failure> for MediaError {
 pub(super) struct Remote {
     options: RemoteOptions,
     flights: Flights<Mxc>,
+    thumbnail_flights: Flights<(Mxc, ThumbnailSpec, bool)>,
     failures: Cache<Mxc, Failure>,
     /// Remote downloads this process started.
     fetches: AtomicU64,
@@ -63,6 +68,7 @@ impl Remote {
                 .build(),
             options,
             flights: Flights::default(),
+            thumbnail_flights: Flights::default(),
             fetches: AtomicU64::new(0),
         }
     }
@@ -70,6 +76,15 @@ impl Remote {
 
 /// The lease name of fetching remote media.
 const FETCH_WORK: &str = "remote fetch";
+/// How much of a fetched remote thumbnail is read to learn its size.
+const PROBE_BYTES: u64 = 256 * 1024;
+
+/// A remote thumbnail fetch that did not work out.
+enum ThumbnailFetch {
+    /// Do without: fetch the original and make the thumbnail here.
+    Fallback,
+    Failed(MediaError),
+}
 
 impl MediaService {
     /// Remote downloads this process has started, for tests and operators.
@@ -161,26 +176,7 @@ impl MediaService {
                 .client
                 .download_media(origin, &mxc.media_id, o.max_bytes, o.fetch_timeout)
                 .await?;
-            let blob = self
-                .blobs
-                .put_stream(file.body, o.max_bytes)
-                .await
-                .map_err(|e| match e {
-                    PutError::TooLarge { .. } => RemoteMediaError::TooLarge,
-                    PutError::Source(e) => {
-                        o.client.record_failure(origin);
-                        RemoteMediaError::Federation(FederationError::Unreachable {
-                            server: origin.clone(),
-                            reason: format!("the body broke off: {e}"),
-                        })
-                    }
-                    PutError::Storage(e) => {
-                        RemoteMediaError::Federation(FederationError::BadResponse {
-                            server: origin.clone(),
-                            reason: format!("storing it failed: {e}"),
-                        })
-                    }
-                })?;
+            let blob = self.store_remote(remote, origin, file.body).await?;
             Ok::<_, RemoteMediaError>((file.content_type, file.filename, blob))
         })
         .await;
@@ -238,6 +234,184 @@ impl MediaService {
                 MediaError::RemoteUnavailable
             }
         }
+    }
+
+    /// A thumbnail of remote media whose original is not cached, as its origin makes
+    /// it (`/_matrix/federation/v1/media/thumbnail`), stored under the request. None:
+    /// make it here from the original instead (it is cached, the origin could not make
+    /// one, or this is not an authenticated request).
+    pub(super) async fn remote_thumbnail(
+        &self,
+        mxc: &Mxc,
+        spec: ThumbnailSpec,
+        animated: bool,
+        access: Access,
+    ) -> Result<Option<ServedThumbnail>, MediaError> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        if access != Access::Authenticated || self.repo.get_media(mxc).await?.is_some() {
+            return Ok(None);
+        }
+        let work = format!("remote thumbnail {spec} animated={animated}");
+        loop {
+            let stored = self.repo.list_thumbnails(mxc).await?;
+            if let Some(t) = stored
+                .into_iter()
+                .find(|t| t.spec == spec && t.animated == animated)
+            {
+                return Ok(Some(t.into()));
+            }
+            if let Some(failure) = remote.failures.get(mxc).await {
+                return Err(failure.into());
+            }
+            let _flight = match remote.thumbnail_flights.join((mxc.clone(), spec, animated)) {
+                Role::Follower(f) => {
+                    f.wait().await;
+                    continue;
+                }
+                Role::Leader(guard) => guard,
+            };
+            let lease_ttl = remote.options.fetch_timeout + Duration::from_secs(30);
+            let Some(_lease) = self.lease_work(mxc, work.clone(), lease_ttl).await? else {
+                self.wait_for_lease(mxc, &work).await?;
+                continue;
+            };
+            let stored = self.repo.list_thumbnails(mxc).await?;
+            if stored
+                .iter()
+                .any(|t| t.spec == spec && t.animated == animated)
+            {
+                continue;
+            }
+            match self
+                .download_remote_thumbnail(remote, mxc, spec, animated)
+                .await
+            {
+                Ok(()) => {}
+                Err(ThumbnailFetch::Fallback) => return Ok(None),
+                Err(ThumbnailFetch::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn download_remote_thumbnail(
+        &self,
+        remote: &Remote,
+        mxc: &Mxc,
+        spec: ThumbnailSpec,
+        animated: bool,
+    ) -> Result<(), ThumbnailFetch> {
+        remote.fetches.fetch_add(1, Ordering::Relaxed);
+        let o = &remote.options;
+        let fetched = tokio::time::timeout(o.fetch_timeout, async {
+            let file = o
+                .client
+                .download_thumbnail(
+                    &mxc.server_name,
+                    &mxc.media_id,
+                    &spec,
+                    animated,
+                    o.max_bytes,
+                    o.fetch_timeout,
+                )
+                .await?;
+            let blob = self
+                .store_remote(remote, &mxc.server_name, file.body)
+                .await?;
+            Ok::<_, RemoteMediaError>((file.content_type, blob))
+        })
+        .await;
+        let (content_type, blob) = match fetched {
+            Ok(Ok(found)) => found,
+            Ok(Err(RemoteMediaError::Federation(FederationError::BadResponse {
+                server,
+                reason,
+            }))) => {
+                tracing::info!(%mxc, %server, %reason, "no remote thumbnail; making one here");
+                return Err(ThumbnailFetch::Fallback);
+            }
+            Ok(Err(e)) => {
+                return Err(ThumbnailFetch::Failed(
+                    self.remote_failed(remote, mxc, e).await,
+                ));
+            }
+            Err(_) => {
+                o.client.record_failure(&mxc.server_name);
+                tracing::warn!(%mxc, "remote thumbnail fetch timed out");
+                return Err(ThumbnailFetch::Failed(MediaError::RemoteUnavailable));
+            }
+        };
+        // Its real size, for serving it to other requests of the same size or smaller.
+        let head: Vec<u8> = self
+            .blobs
+            .get(&blob.hash, Some(0..blob.size.min(PROBE_BYTES)))
+            .await
+            .map_err(|e| ThumbnailFetch::Failed(e.into()))?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| ThumbnailFetch::Failed(e.into()))?
+            .concat();
+        let probe = match crate::thumbnail::probe(&head, &self.thumbnail_limits()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(%mxc, error = %e, "the remote thumbnail is not an image; making one here");
+                return Err(ThumbnailFetch::Fallback);
+            }
+        };
+        let content_type = content_type
+            .and_then(|t| ContentType::parse(&t).ok())
+            .filter(|t| t.essence().starts_with("image/"))
+            .or_else(|| {
+                crate::thumbnail::web_mime(probe.format).and_then(|m| ContentType::parse(m).ok())
+            })
+            .unwrap_or_else(ContentType::octet_stream);
+        let record = ThumbnailRecord {
+            spec,
+            animated,
+            width: probe.width,
+            height: probe.height,
+            content: ThumbnailContent {
+                content_type,
+                size: blob.size,
+                sha256: blob.hash,
+            },
+        };
+        self.repo
+            .insert_thumbnail(mxc, &record, now_ms())
+            .await
+            .map_err(|e| ThumbnailFetch::Failed(e.into()))?;
+        tracing::info!(%mxc, %spec, animated, "cached a remote thumbnail");
+        Ok(())
+    }
+
+    /// Stream a remote body into storage within the size limit.
+    async fn store_remote(
+        &self,
+        remote: &Remote,
+        origin: &ServerName,
+        body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    ) -> Result<StoredBlob, RemoteMediaError> {
+        let o = &remote.options;
+        self.blobs
+            .put_stream(body, o.max_bytes)
+            .await
+            .map_err(|e| match e {
+                PutError::TooLarge { .. } => RemoteMediaError::TooLarge,
+                PutError::Source(e) => {
+                    o.client.record_failure(origin);
+                    RemoteMediaError::Federation(FederationError::Unreachable {
+                        server: origin.clone(),
+                        reason: format!("the body broke off: {e}"),
+                    })
+                }
+                PutError::Storage(e) => {
+                    RemoteMediaError::Federation(FederationError::Unreachable {
+                        server: origin.clone(),
+                        reason: format!("storing it failed: {e}"),
+                    })
+                }
+            })
     }
 
     /// Evict the least recently used remote media beyond `budget` bytes, in the

@@ -156,6 +156,11 @@ impl MediaService {
         access: Access,
         wait: Duration,
     ) -> Result<ServedThumbnail, MediaError> {
+        if mxc.server_name != self.server_name
+            && let Some(found) = self.remote_thumbnail(mxc, spec, animated, access).await?
+        {
+            return Ok(found);
+        }
         let mut ready = self.fetch(mxc, access, wait).await?;
         let t = &self.thumbs;
         if let Some(error) = t.failures.get(mxc).await {
@@ -384,6 +389,10 @@ impl MediaService {
     async fn lease(&self, key: &FlightKey) -> Result<Option<Leased>, MediaError> {
         let ttl = self.thumbs.options.job_timeout.saturating_mul(2) + Duration::from_secs(30);
         self.lease_work(key.mxc(), key.work(), ttl).await
+    }
+
+    pub(super) fn thumbnail_limits(&self) -> crate::thumbnail::Limits {
+        self.thumbs.options.limits
     }
 
     /// Lease `work` on `mxc` for `ttl`, or None if another process holds it.

@@ -204,27 +204,89 @@ async fn remote_media_is_fetched_and_served_byte_exact(pair: Pair) {
     assert_eq!(b.app.media.remote_fetches(), 2);
 }
 
-async fn remote_thumbnails_are_made_locally(pair: Pair) {
+fn png(w: u32, h: u32) -> Vec<u8> {
+    crate::thumbnail::encoded(crate::thumbnail::photo(w, h), image::ImageFormat::Png)
+}
+
+async fn remote_thumbnails_come_from_the_origin(pair: Pair) {
     let (a, b) = two_homeservers(pair, |_| {}, |_| {}).await;
-    let png = crate::thumbnail::encoded(crate::thumbnail::photo(120, 80), image::ImageFormat::Png);
-    let id = a.upload(png, "image/png", Some("land.png")).await;
-    let path = |server: &str| {
-        format!("/_matrix/client/v1/media/thumbnail/{server}/{id}?width=32&height=32&method=crop")
-    };
-    let res = b.app.authed(Method::GET, &path(HS_A)).send().await.unwrap();
+    let id = a.upload(png(120, 80), "image/png", Some("land.png")).await;
+    let path = |query: &str| format!("/_matrix/client/v1/media/thumbnail/{HS_A}/{id}?{query}");
+    let get = |app: &TestApp, query: &str| app.authed(Method::GET, &path(query)).send();
+
+    let crop = "width=32&height=32&method=crop";
+    let res = get(&b.app, crop).await.unwrap();
     assert_eq!(res.status(), 200);
     let via_b_type = res.headers()["content-type"].clone();
     let via_b = res.bytes().await.unwrap();
-    let res = a.app.authed(Method::GET, &path(HS_A)).send().await.unwrap();
+    let res = get(&a.app, crop).await.unwrap();
     assert_eq!(res.headers()["content-type"], via_b_type);
-    assert_eq!(
-        res.bytes().await.unwrap(),
-        via_b,
-        "the same pipeline on both sides"
-    );
+    assert_eq!(res.bytes().await.unwrap(), via_b, "the origin's thumbnail");
     assert_eq!(
         image::load_from_memory(&via_b).unwrap().dimensions(),
         (32, 32)
+    );
+    assert_eq!(b.app.media.remote_fetches(), 1, "the thumbnail only");
+
+    // Asked again: served from the cache.
+    let res = get(&b.app, crop).await.unwrap();
+    assert_eq!(res.bytes().await.unwrap(), via_b);
+    assert_eq!(b.app.media.remote_fetches(), 1);
+
+    // Once the original is cached, other sizes are made here from it.
+    assert_eq!(b.client_download(HS_A, &id).await.status(), 200);
+    assert_eq!(b.app.media.remote_fetches(), 2);
+    let scale = "width=64&height=64&method=scale";
+    let res = get(&b.app, scale).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let made_here = res.bytes().await.unwrap();
+    let res = get(&a.app, scale).await.unwrap();
+    assert_eq!(res.bytes().await.unwrap(), made_here, "the same pipeline");
+    assert_eq!(b.app.media.remote_fetches(), 2);
+}
+
+async fn without_an_origin_thumbnail_one_is_made_here(pair: Pair) {
+    let stub = MockServer::start().await;
+    Mock::given(path("/_matrix/federation/v1/media/thumbnail/pic"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "errcode": "M_UNKNOWN", "error": "Cannot generate thumbnails"
+        })))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let boundary = "0f1e2d3c";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&png(100, 100));
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Mock::given(path("/_matrix/federation/v1/media/download/pic"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(body, &format!("multipart/mixed; boundary={boundary}")),
+        )
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let b = homeserver(pair, HS_B, listener(), &[("pics.test", stub.uri())], |_| {}).await;
+    let res = b
+        .app
+        .authed(
+            Method::GET,
+            "/_matrix/client/v1/media/thumbnail/pics.test/pic?width=50&height=50&method=crop",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (w, h) = image::load_from_memory(&res.bytes().await.unwrap())
+        .unwrap()
+        .dimensions();
+    assert!(
+        w == h && w >= 50,
+        "a square crop, not below the box: {w}x{h}"
     );
 }
 
@@ -247,8 +309,7 @@ async fn our_media_is_served_over_federation_as_multipart(pair: Pair) {
     );
 
     // Thumbnails: the same bytes as the client API gives.
-    let png = crate::thumbnail::encoded(crate::thumbnail::photo(120, 80), image::ImageFormat::Png);
-    let img = b.upload(png, "image/png", None).await;
+    let img = b.upload(png(120, 80), "image/png", None).await;
     let query = "width=96&height=96&method=crop";
     let path = format!("/_matrix/federation/v1/media/thumbnail/{img}?{query}");
     let parsed = parse_multipart(b.federation_get(&a.key, HS_A, HS_B, &path).await).await;
@@ -590,7 +651,8 @@ async fn the_remote_cache_keeps_within_its_budget(pair: Pair) {
 
 crate::on_both_pairs!(
     remote_media_is_fetched_and_served_byte_exact,
-    remote_thumbnails_are_made_locally,
+    remote_thumbnails_come_from_the_origin,
+    without_an_origin_thumbnail_one_is_made_here,
     our_media_is_served_over_federation_as_multipart,
     bad_federation_signatures_are_refused,
     expired_origin_keys_are_refused,
