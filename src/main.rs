@@ -25,6 +25,16 @@ enum Command {
     /// Measure throughput on your own hardware and images.
     #[command(subcommand)]
     Bench(Bench),
+    /// Federation diagnostics.
+    #[command(subcommand)]
+    Federation(Federation),
+}
+
+#[derive(Subcommand)]
+enum Federation {
+    /// Show how SERVER_NAME is reached (overrides, well-known, SRV, port 8448) and fetch
+    /// its signing keys over that route, as mxcd would.
+    Check { server_name: String },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +84,9 @@ async fn main() -> ExitCode {
         }) => {
             let memory_mib = memory_mib.unwrap_or(config.settings.thumbnails.memory_mib);
             bench(&config, &dir, (workers, memory_mib), &sizes, repeat, json).await
+        }
+        Command::Federation(Federation::Check { server_name }) => {
+            check_federation(&config, &server_name).await
         }
         Command::Serve => serve(config).await,
         Command::Migrate => open_repo(&config)
@@ -147,6 +160,41 @@ async fn bench(
         );
     } else {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn check_federation(config: &Config, server_name: &str) -> Result<(), String> {
+    use mxcd::federation::{FederationClient, KeyRing, discovery};
+    let server = mxcd::domain::ServerName::parse(server_name).map_err(|e| e.to_string())?;
+    let federation = &config.settings.federation;
+    let timeout = std::time::Duration::from_secs(federation.request_timeout_secs);
+    match federation.overrides.get(server.as_str()) {
+        Some(url) => println!("override: {url} (discovery skipped)"),
+        None => {
+            let lookups = discovery::NetLookups::new(timeout);
+            let endpoint = discovery::resolve(server.as_str(), &lookups)
+                .await
+                .ok_or("not a resolvable server name")?;
+            println!(
+                "connect: {}:{} (TLS name {}, Host: {})",
+                endpoint
+                    .connect_host
+                    .as_deref()
+                    .unwrap_or(&endpoint.tls_name),
+                endpoint.port,
+                endpoint.tls_name,
+                endpoint.host_header
+            );
+        }
+    }
+    let client = FederationClient::new(config.server_name.clone(), None, federation);
+    let keys = KeyRing::new(client, timeout)
+        .fetch_now(&server)
+        .await
+        .map_err(|e| format!("keys: {e}"))?;
+    for (id, key) in keys {
+        println!("key: {id} {key}");
     }
     Ok(())
 }

@@ -103,6 +103,18 @@ impl KeyRing {
             })
     }
 
+    /// Fetch `server`'s current keys now (id → public key), bypassing the cache: for
+    /// `mxcd federation check`.
+    pub async fn fetch_now(
+        &self,
+        server: &ServerName,
+    ) -> Result<Vec<(String, String)>, KeyRingError> {
+        let keys = self.fetch(server).await?;
+        let mut list: Vec<_> = keys.keys.clone().into_iter().collect();
+        list.sort();
+        Ok(list)
+    }
+
     async fn fetch(&self, server: &ServerName) -> Result<Arc<ServerKeys>, KeyRingError> {
         let invalid = |reason: String| KeyRingError::Invalid {
             server: server.clone(),
