@@ -29,8 +29,9 @@ pub enum FederationError {
     BadResponse { server: ServerName, reason: String },
 }
 
-/// How long a discovered destination (and its connection pool) is kept.
-const DESTINATION_TTL: Duration = Duration::from_secs(60 * 60);
+/// How long a discovered destination (and its connection pool) is kept; discovering it
+/// again uses the cached well-known answer and DNS's own caching.
+const DESTINATION_TTL: Duration = Duration::from_secs(10 * 60);
 /// How long a failed discovery is kept before trying again.
 const DISCOVERY_FAILURE_TTL: Duration = Duration::from_secs(2 * 60);
 

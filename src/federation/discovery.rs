@@ -10,6 +10,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use headers::HeaderMapExt;
+use moka::Expiry;
+use moka::future::Cache;
 use serde::Deserialize;
 
 use crate::domain::ServerName;
@@ -131,6 +134,58 @@ const WELL_KNOWN_MAX_BYTES: usize = 64 * 1024;
 pub struct NetLookups {
     http: reqwest::Client,
     dns: Option<hickory_resolver::TokioResolver>,
+    /// Well-known answers (None: no usable answer), each kept for its own time.
+    well_known: Cache<String, CachedWellKnown>,
+    /// Consecutive failures per host, for backing off.
+    failures: Cache<String, u32>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedWellKnown {
+    server: Option<String>,
+    ttl: Duration,
+}
+
+struct KeepFor;
+
+impl Expiry<String, CachedWellKnown> for KeepFor {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &CachedWellKnown,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// How long a well-known answer is kept without cache headers, at most, and at least.
+const WELL_KNOWN_DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const WELL_KNOWN_MAX_TTL: Duration = Duration::from_secs(48 * 60 * 60);
+const WELL_KNOWN_MIN_TTL: Duration = Duration::from_secs(5 * 60);
+/// A failed lookup is kept for 2 minutes, doubling with each further failure up to 1 hour.
+const WELL_KNOWN_FAILURE_TTL: Duration = Duration::from_secs(2 * 60);
+const WELL_KNOWN_MAX_FAILURE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// How long a well-known answer may be kept, from its cache headers: `max-age`, else
+/// `Expires`, else a day; never more than two days nor less than five minutes (as Synapse).
+fn well_known_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
+    let declared = match headers.typed_get::<headers::CacheControl>() {
+        Some(cc) if cc.no_store() || cc.no_cache() => Some(Duration::ZERO),
+        Some(cc) => cc.max_age(),
+        None => None,
+    }
+    .or_else(|| {
+        let expires: std::time::SystemTime = headers.typed_get::<headers::Expires>()?.into();
+        Some(
+            expires
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        )
+    });
+    declared
+        .unwrap_or(WELL_KNOWN_DEFAULT_TTL)
+        .clamp(WELL_KNOWN_MIN_TTL, WELL_KNOWN_MAX_TTL)
 }
 
 impl NetLookups {
@@ -149,10 +204,22 @@ impl NetLookups {
                 None
             }
         };
-        Self { http, dns }
+        Self {
+            http,
+            dns,
+            well_known: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(KeepFor)
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(2 * WELL_KNOWN_MAX_FAILURE_TTL)
+                .build(),
+        }
     }
 
-    async fn fetch_well_known(&self, hostname: &str) -> Result<String, String> {
+    /// The delegated server name and how long it may be kept.
+    async fn fetch_well_known(&self, hostname: &str) -> Result<(String, Duration), String> {
         #[derive(Deserialize)]
         struct WellKnown {
             #[serde(rename = "m.server")]
@@ -168,6 +235,7 @@ impl NetLookups {
         if !res.status().is_success() {
             return Err(format!("status {}", res.status()));
         }
+        let ttl = well_known_ttl(res.headers());
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
             if body.len() + chunk.len() > WELL_KNOWN_MAX_BYTES {
@@ -177,7 +245,7 @@ impl NetLookups {
         }
         // Parsed as JSON whatever its Content-Type says, as the spec asks.
         let parsed: WellKnown = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        Ok(parsed.server)
+        Ok((parsed.server, ttl))
     }
 
     /// Addresses of an SRV target.
@@ -204,13 +272,31 @@ impl NetLookups {
 #[async_trait]
 impl Lookups for NetLookups {
     async fn well_known(&self, hostname: &str) -> Option<String> {
-        match self.fetch_well_known(hostname).await {
-            Ok(server) => Some(server),
-            Err(reason) => {
-                tracing::debug!(hostname, %reason, "no usable .well-known/matrix/server");
-                None
-            }
+        if let Some(cached) = self.well_known.get(hostname).await {
+            return cached.server;
         }
+        let cached = match self.fetch_well_known(hostname).await {
+            Ok((server, ttl)) => {
+                self.failures.invalidate(hostname).await;
+                CachedWellKnown {
+                    server: Some(server),
+                    ttl,
+                }
+            }
+            Err(reason) => {
+                let failures = self.failures.get(hostname).await.unwrap_or(0) + 1;
+                self.failures.insert(hostname.to_owned(), failures).await;
+                let ttl = WELL_KNOWN_FAILURE_TTL
+                    .saturating_mul(1 << (failures - 1).min(10))
+                    .min(WELL_KNOWN_MAX_FAILURE_TTL);
+                tracing::debug!(hostname, %reason, ?ttl, "no usable .well-known/matrix/server");
+                CachedWellKnown { server: None, ttl }
+            }
+        };
+        self.well_known
+            .insert(hostname.to_owned(), cached.clone())
+            .await;
+        cached.server
     }
 
     async fn srv(&self, name: &str) -> Vec<SrvTarget> {
@@ -398,6 +484,34 @@ mod tests {
             ep("old.org", 9002, Some("c.old.net"), "old.org")
         );
         assert_eq!(run("hs1", &fake).await, ep("hs1", 8448, None, "hs1"));
+    }
+
+    #[test]
+    fn well_known_cache_times_follow_the_headers_within_bounds() {
+        let with = |name: &'static str, value: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            h
+        };
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(well_known_ttl(&none), WELL_KNOWN_DEFAULT_TTL);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(well_known_ttl(&with("cache-control", "max-age=3600")), hour);
+        assert_eq!(
+            well_known_ttl(&with("cache-control", "public, max-age=999999999")),
+            WELL_KNOWN_MAX_TTL
+        );
+        assert_eq!(
+            well_known_ttl(&with("cache-control", "max-age=1")),
+            WELL_KNOWN_MIN_TTL
+        );
+        assert_eq!(
+            well_known_ttl(&with("cache-control", "no-store")),
+            WELL_KNOWN_MIN_TTL
+        );
+        let in_two_hours = httpdate::fmt_http_date(std::time::SystemTime::now() + 2 * hour);
+        let ttl = well_known_ttl(&with("expires", &in_two_hours));
+        assert!(ttl > hour && ttl <= 2 * hour, "{ttl:?}");
     }
 
     #[test]
