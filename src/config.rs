@@ -61,6 +61,9 @@ pub struct FederationSettings {
     /// Size budget for cached remote media, in bytes; the least recently used is
     /// evicted past it. 0: unlimited.
     pub remote_cache_bytes: u64,
+    /// Addresses (CIDR ranges) federation requests never go to, whatever DNS,
+    /// well-known, SRV or a `Location` say; `overrides` are exempt.
+    pub ip_blocklist: Vec<String>,
 }
 
 impl Default for FederationSettings {
@@ -79,6 +82,10 @@ impl Default for FederationSettings {
             backoff_initial_secs: 10,
             backoff_max_secs: 600,
             remote_cache_bytes: 0,
+            ip_blocklist: crate::federation::DEFAULT_BLOCKLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -427,6 +434,8 @@ impl Settings {
                 })?;
             }
         }
+        crate::federation::Blocklist::parse(&self.federation.ip_blocklist)
+            .map_err(|e| bad("federation.ip_blocklist", &e))?;
         if self.federation.max_remote_bytes == 0 {
             return Err(bad("federation.max_remote_bytes", "must be at least 1"));
         }

@@ -172,7 +172,8 @@ async fn check_federation(config: &Config, server_name: &str) -> Result<(), Stri
     match federation.overrides.get(server.as_str()) {
         Some(url) => println!("override: {url} (discovery skipped)"),
         None => {
-            let lookups = discovery::NetLookups::new(timeout);
+            let blocklist = mxcd::federation::Blocklist::parse(&federation.ip_blocklist)?;
+            let lookups = discovery::NetLookups::new(timeout, blocklist);
             let endpoint = discovery::resolve(server.as_str(), &lookups)
                 .await
                 .ok_or("not a resolvable server name")?;

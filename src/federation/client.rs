@@ -11,6 +11,7 @@ use reqwest::header::{AUTHORIZATION, HOST};
 use url::Url;
 
 use super::discovery::{self, Endpoint, NetLookups};
+use super::guard::{Blocklist, GuardedResolver};
 use super::{ServerKey, authorization};
 use crate::config::FederationSettings;
 use crate::domain::ServerName;
@@ -135,8 +136,11 @@ struct Inner {
     failed_discovery: Cache<ServerName, ()>,
     breaker: Breaker,
     request_timeout: Duration,
-    /// For overrides and for following `Location`s.
+    blocklist: Blocklist,
+    /// For overrides, which may point anywhere.
     plain: reqwest::Client,
+    /// For following `Location`s: never to blocked addresses.
+    guarded: reqwest::Client,
 }
 
 fn builder(request_timeout: Duration) -> reqwest::ClientBuilder {
@@ -150,6 +154,8 @@ fn builder(request_timeout: Duration) -> reqwest::ClientBuilder {
 impl FederationClient {
     pub fn new(us: ServerName, key: Option<Arc<ServerKey>>, settings: &FederationSettings) -> Self {
         let request_timeout = Duration::from_secs(settings.request_timeout_secs);
+        // Validated with the configuration.
+        let blocklist = Blocklist::parse(&settings.ip_blocklist).unwrap_or_default();
         let overrides = settings
             .overrides
             .iter()
@@ -164,7 +170,7 @@ impl FederationClient {
                     allow: settings.allow.clone(),
                     deny: settings.deny.clone(),
                 },
-                lookups: NetLookups::new(request_timeout),
+                lookups: NetLookups::new(request_timeout, blocklist.clone()),
                 destinations: Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(DESTINATION_TTL)
@@ -182,6 +188,11 @@ impl FederationClient {
                 plain: builder(request_timeout)
                     .build()
                     .expect("a plain HTTP client builds"),
+                guarded: builder(request_timeout)
+                    .dns_resolver(Arc::new(GuardedResolver(blocklist.clone())))
+                    .build()
+                    .expect("a plain HTTP client builds"),
+                blocklist,
             }),
         }
     }
@@ -272,8 +283,19 @@ impl FederationClient {
                 reason: format!("unsupported Location scheme {:?}", url.scheme()),
             });
         }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| self.inner.blocklist.blocks(ip)) {
+            return Err(FederationError::BadResponse {
+                server: server.clone(),
+                reason: format!("Location {url} is in federation.ip_blocklist"),
+            });
+        }
         self.inner
-            .plain
+            .guarded
             .get(url.clone())
             .timeout(total_timeout)
             .send()
@@ -331,17 +353,26 @@ impl FederationClient {
             tls_name.clone()
         };
         let base = Url::parse(&format!("https://{host}:{port}/")).map_err(|e| e.to_string())?;
-        let mut client = builder(inner.request_timeout);
+        if let Ok(ip) = tls_name.parse()
+            && inner.blocklist.blocks(ip)
+        {
+            return Err(format!("{ip} is in federation.ip_blocklist"));
+        }
+        let mut client = builder(inner.request_timeout)
+            .dns_resolver(Arc::new(GuardedResolver(inner.blocklist.clone())));
         if let Some(target) = connect_host {
             let addrs: Vec<SocketAddr> = inner
                 .lookups
                 .addresses(&target)
                 .await
                 .into_iter()
+                .filter(|ip| !inner.blocklist.blocks(*ip))
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!("SRV target {target} has no addresses"));
+                return Err(format!(
+                    "SRV target {target} has no addresses outside federation.ip_blocklist"
+                ));
             }
             client = client.resolve_to_addrs(&tls_name, &addrs);
         }

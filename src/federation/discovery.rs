@@ -7,6 +7,7 @@
 //! is tested without a network; [`NetLookups`] does them for real.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 
+use super::guard::{Blocklist, GuardedResolver};
 use crate::domain::ServerName;
 
 /// The federation port used when nothing else names one.
@@ -189,9 +191,11 @@ fn well_known_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
 }
 
 impl NetLookups {
-    pub fn new(timeout: Duration) -> Self {
+    /// Lookups whose HTTPS requests never reach an address in `blocklist`.
+    pub fn new(timeout: Duration, blocklist: Blocklist) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .dns_resolver(Arc::new(GuardedResolver(blocklist)))
             // Redirects are followed, up to 10, and loops are refused.
             .redirect(reqwest::redirect::Policy::limited(10))
             .user_agent(concat!("mxcd/", env!("CARGO_PKG_VERSION")))

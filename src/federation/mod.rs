@@ -4,12 +4,14 @@
 
 mod client;
 pub mod discovery;
+mod guard;
 mod key_ring;
 mod keys;
 mod media;
 mod request_auth;
 
 pub use client::{FederationClient, FederationError};
+pub use guard::{Blocklist, DEFAULT_BLOCKLIST};
 pub use key_ring::{KeyRing, KeyRingError};
 pub use keys::{KeyError, ServerKey};
 pub use media::{RemoteFile, RemoteMediaError};

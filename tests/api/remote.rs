@@ -110,6 +110,8 @@ async fn homeserver(
         s.federation.signing_key_path = key_file.to_string_lossy().into_owned();
         s.federation.serve_keys = true;
         s.federation.backoff_initial_secs = 60;
+        // Everything here is on loopback, which the default blocklist refuses.
+        s.federation.ip_blocklist.clear();
         for (server, url) in overrides {
             s.federation
                 .overrides
@@ -533,6 +535,39 @@ async fn a_location_part_is_followed(pair: Pair) {
     assert_eq!(res.bytes().await.unwrap(), &b"GIF89a-ish"[..]);
 }
 
+async fn a_location_into_the_blocklist_is_not_followed(pair: Pair) {
+    let stub = MockServer::start().await;
+    let boundary = "a1b2c3";
+    let body = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
+         Location: {}/internal/secret\r\n\r\n\r\n--{boundary}--\r\n",
+        stub.uri()
+    );
+    Mock::given(path("/_matrix/federation/v1/media/download/loc"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            body.into_bytes(),
+            &format!("multipart/mixed; boundary={boundary}"),
+        ))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    Mock::given(path("/internal/secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("internal"))
+        .expect(0)
+        .mount(&stub)
+        .await;
+    // The default blocklist; the override itself is the operator's and exempt.
+    let b = homeserver(pair, HS_B, listener(), &[("evil.test", stub.uri())], |s| {
+        s.federation.ip_blocklist = mxcd::federation::DEFAULT_BLOCKLIST
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+    })
+    .await;
+    let res = b.client_download("evil.test", "loc").await;
+    assert_error(res, 502, "M_UNKNOWN").await;
+}
+
 async fn a_failing_server_is_backed_off(pair: Pair) {
     let stub = MockServer::start().await;
     Mock::given(method("GET"))
@@ -661,6 +696,7 @@ crate::on_both_pairs!(
     a_declared_length_over_the_limit_is_refused,
     a_legacy_only_server_is_fetched_through_the_old_endpoint,
     a_location_part_is_followed,
+    a_location_into_the_blocklist_is_not_followed,
     a_failing_server_is_backed_off,
     twenty_concurrent_first_requests_fetch_once,
     processes_sharing_a_database_fetch_once,
