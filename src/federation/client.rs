@@ -15,6 +15,7 @@ use super::guard::{Blocklist, GuardedResolver};
 use super::{ServerKey, authorization};
 use crate::config::FederationSettings;
 use crate::domain::ServerName;
+use crate::telemetry::error_chain;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FederationError {
@@ -383,18 +384,6 @@ impl FederationClient {
             client,
         }))
     }
-}
-
-/// An error with its causes, which is where reqwest puts the useful part.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

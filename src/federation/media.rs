@@ -185,14 +185,9 @@ impl FederationClient {
         }
         let content_type = header(file.headers(), CONTENT_TYPE);
         let filename = filename(file.headers());
+        // The field shares the parser's state, so it streams on by itself.
         let body = file
             .map_err(|e| std::io::Error::other(e.to_string()))
-            // Keep the parser alive while the file streams.
-            .chain(futures_util::stream::once(async move {
-                drop(parts);
-                Ok(Bytes::new())
-            }))
-            .try_filter(|chunk| futures_util::future::ready(!chunk.is_empty()))
             .boxed();
         Ok(RemoteFile {
             content_type,

@@ -171,23 +171,18 @@ impl MediaService {
         remote.fetches.fetch_add(1, Ordering::Relaxed);
         let o = &remote.options;
         let origin = &mxc.server_name;
-        let fetched = tokio::time::timeout(o.fetch_timeout, async {
+        let fetched = within_fetch_timeout(remote, mxc, async {
             let file = o
                 .client
                 .download_media(origin, &mxc.media_id, o.max_bytes, o.fetch_timeout)
                 .await?;
             let blob = self.store_remote(remote, origin, file.body).await?;
-            Ok::<_, RemoteMediaError>((file.content_type, file.filename, blob))
+            Ok((file.content_type, file.filename, blob))
         })
-        .await;
+        .await?;
         let (content_type, filename, blob) = match fetched {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => return Err(self.remote_failed(remote, mxc, e).await),
-            Err(_) => {
-                o.client.record_failure(origin);
-                tracing::warn!(%mxc, "remote fetch timed out");
-                return Err(MediaError::RemoteUnavailable);
-            }
+            Ok(found) => found,
+            Err(e) => return Err(self.remote_failed(remote, mxc, e).await),
         };
         let content = Content {
             content_type: content_type
@@ -255,11 +250,7 @@ impl MediaService {
         }
         let work = format!("remote thumbnail {spec} animated={animated}");
         loop {
-            let stored = self.repo.list_thumbnails(mxc).await?;
-            if let Some(t) = stored
-                .into_iter()
-                .find(|t| t.spec == spec && t.animated == animated)
-            {
+            if let Some(t) = self.stored_exactly(mxc, spec, animated).await? {
                 return Ok(Some(t.into()));
             }
             if let Some(failure) = remote.failures.get(mxc).await {
@@ -277,11 +268,7 @@ impl MediaService {
                 self.wait_for_lease(mxc, &work).await?;
                 continue;
             };
-            let stored = self.repo.list_thumbnails(mxc).await?;
-            if stored
-                .iter()
-                .any(|t| t.spec == spec && t.animated == animated)
-            {
+            if self.stored_exactly(mxc, spec, animated).await?.is_some() {
                 continue;
             }
             match self
@@ -295,6 +282,19 @@ impl MediaService {
         }
     }
 
+    /// The stored thumbnail answering exactly this request, if any.
+    async fn stored_exactly(
+        &self,
+        mxc: &Mxc,
+        spec: ThumbnailSpec,
+        animated: bool,
+    ) -> Result<Option<ThumbnailRecord>, MediaError> {
+        let stored = self.repo.list_thumbnails(mxc).await?;
+        Ok(stored
+            .into_iter()
+            .find(|t| t.spec == spec && t.animated == animated))
+    }
+
     async fn download_remote_thumbnail(
         &self,
         remote: &Remote,
@@ -304,7 +304,7 @@ impl MediaService {
     ) -> Result<(), ThumbnailFetch> {
         remote.fetches.fetch_add(1, Ordering::Relaxed);
         let o = &remote.options;
-        let fetched = tokio::time::timeout(o.fetch_timeout, async {
+        let fetched = within_fetch_timeout(remote, mxc, async {
             let file = o
                 .client
                 .download_thumbnail(
@@ -319,27 +319,20 @@ impl MediaService {
             let blob = self
                 .store_remote(remote, &mxc.server_name, file.body)
                 .await?;
-            Ok::<_, RemoteMediaError>((file.content_type, blob))
+            Ok((file.content_type, blob))
         })
-        .await;
+        .await
+        .map_err(ThumbnailFetch::Failed)?;
         let (content_type, blob) = match fetched {
-            Ok(Ok(found)) => found,
-            Ok(Err(RemoteMediaError::Federation(FederationError::BadResponse {
-                server,
-                reason,
-            }))) => {
+            Ok(found) => found,
+            Err(RemoteMediaError::Federation(FederationError::BadResponse { server, reason })) => {
                 tracing::info!(%mxc, %server, %reason, "no remote thumbnail; making one here");
                 return Err(ThumbnailFetch::Fallback);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 return Err(ThumbnailFetch::Failed(
                     self.remote_failed(remote, mxc, e).await,
                 ));
-            }
-            Err(_) => {
-                o.client.record_failure(&mxc.server_name);
-                tracing::warn!(%mxc, "remote thumbnail fetch timed out");
-                return Err(ThumbnailFetch::Failed(MediaError::RemoteUnavailable));
             }
         };
         // Its real size, for serving it to other requests of the same size or smaller.
@@ -452,4 +445,20 @@ impl MediaService {
         }
         Ok(evicted)
     }
+}
+
+/// Run a remote fetch within the fetch time limit. Running out of time counts against
+/// the origin and is the outer error; the fetch's own result is the inner one.
+async fn within_fetch_timeout<T>(
+    remote: &Remote,
+    mxc: &Mxc,
+    fetch: impl Future<Output = Result<T, RemoteMediaError>>,
+) -> Result<Result<T, RemoteMediaError>, MediaError> {
+    tokio::time::timeout(remote.options.fetch_timeout, fetch)
+        .await
+        .map_err(|_| {
+            remote.options.client.record_failure(&mxc.server_name);
+            tracing::warn!(%mxc, "remote fetch timed out");
+            MediaError::RemoteUnavailable
+        })
 }

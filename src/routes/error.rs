@@ -13,6 +13,7 @@ use crate::auth::AuthError;
 use crate::domain::ParseError;
 use crate::federation::{FederationError, KeyRingError, RequestAuthError};
 use crate::media::MediaError;
+use crate::telemetry::error_chain;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -91,7 +92,7 @@ impl ApiError {
     }
 
     fn internal(error: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %chain(error), "internal error");
+        tracing::error!(error = %error_chain(error), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "M_UNKNOWN",
@@ -225,7 +226,7 @@ impl From<MediaError> for ApiError {
                 )
             }
             MediaError::BodyRead(e) => {
-                tracing::info!(error = %chain(e.as_ref()), "request body could not be read");
+                tracing::info!(error = %error_chain(e.as_ref()), "request body could not be read");
                 Self::new(
                     StatusCode::BAD_REQUEST,
                     "M_UNKNOWN",
@@ -266,16 +267,4 @@ impl From<KeyRingError> for ApiError {
             ),
         }
     }
-}
-
-/// `a: b: c` for an error and its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
