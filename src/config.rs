@@ -58,8 +58,8 @@ pub struct FederationSettings {
     /// further failure up to `backoff_max_secs`.
     pub backoff_initial_secs: u64,
     pub backoff_max_secs: u64,
-    /// Size budget for cached remote media, in bytes; the least recently used is
-    /// evicted past it. 0: unlimited.
+    /// Size budget for cached remote media and their thumbnails, in bytes; the least
+    /// recently used items are evicted past it. 0: unlimited.
     pub remote_cache_bytes: u64,
     /// Addresses (CIDR ranges) federation requests never go to, whatever DNS,
     /// well-known, SRV or a `Location` say; `overrides` are exempt.

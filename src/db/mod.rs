@@ -129,6 +129,15 @@ pub trait MediaRepo: Send + Sync + 'static {
     /// Record an access (for cache eviction and retention).
     async fn touch_media(&self, mxc: &Mxc, now: Millis) -> Result<(), RepoError>;
 
+    /// Record an access to a media item's thumbnails (for the eviction of remote
+    /// thumbnails whose original is not cached), unless one was recorded since `since`.
+    async fn touch_thumbnails(
+        &self,
+        mxc: &Mxc,
+        now: Millis,
+        since: Millis,
+    ) -> Result<(), RepoError>;
+
     /// Record the probed size of an image.
     async fn set_image_size(&self, mxc: &Mxc, width: u32, height: u32) -> Result<(), RepoError>;
 
@@ -163,11 +172,12 @@ pub trait MediaRepo: Send + Sync + 'static {
     /// Whether any metadata row (media or thumbnail) refers to this blob.
     async fn is_blob_referenced(&self, hash: &ContentHash) -> Result<bool, RepoError>;
 
-    /// Total size of cached remote media (media of servers other than `local`).
+    /// Total size of cached remote media (media of servers other than `local`) and their
+    /// thumbnails.
     async fn remote_cache_bytes(&self, local: &ServerName) -> Result<u64, RepoError>;
 
-    /// Up to `limit` cached remote media items with their sizes, least recently
-    /// accessed first.
+    /// Up to `limit` cached remote media items with their sizes (thumbnails included),
+    /// least recently accessed first; an item may be thumbnails alone.
     async fn least_recent_remote(
         &self,
         local: &ServerName,
@@ -175,7 +185,7 @@ pub trait MediaRepo: Send + Sync + 'static {
     ) -> Result<Vec<(Mxc, u64)>, RepoError>;
 
     /// Delete a media item and its thumbnails' rows (their blobs are left to the
-    /// sweeper). Returns whether it existed.
+    /// sweeper). Returns whether there was any.
     async fn delete_media(&self, mxc: &Mxc) -> Result<bool, RepoError>;
 
     /// Delete reservations whose upload deadline passed before `before`.

@@ -39,6 +39,9 @@ const GET_MEDIA: &str = "SELECT server_name, media_id, uploader, content_type, f
 
 const TOUCH_MEDIA: &str = "UPDATE media SET last_access_ts = $1 WHERE server_name = $2 AND media_id = $3 AND last_access_ts < $1";
 
+const TOUCH_THUMBNAILS: &str = "UPDATE thumbnails SET last_access_ts = $1 \
+     WHERE server_name = $2 AND media_id = $3 AND last_access_ts < $4";
+
 const BLOB_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) \
      OR EXISTS (SELECT 1 FROM thumbnails WHERE sha256 = $1)";
 
@@ -46,8 +49,8 @@ const SET_IMAGE_SIZE: &str =
     "UPDATE media SET image_width = $1, image_height = $2 WHERE server_name = $3 AND media_id = $4";
 
 const INSERT_THUMBNAIL: &str = "INSERT INTO thumbnails (server_name, media_id, req_width, req_height, method, \
-     animated, width, height, content_type, size_bytes, sha256, created_ts) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     animated, width, height, content_type, size_bytes, sha256, created_ts, last_access_ts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
      ON CONFLICT (server_name, media_id, req_width, req_height, method, animated) DO NOTHING";
 
 const LIST_THUMBNAILS: &str = "SELECT req_width, req_height, method, animated, width, height, content_type, \
@@ -66,12 +69,34 @@ const RELEASE_LEASE: &str = "DELETE FROM thumbnail_leases \
 const LEASE_HELD: &str = "SELECT COUNT(*) FROM thumbnail_leases \
      WHERE server_name = $1 AND media_id = $2 AND work = $3 AND expires_ts >= $4";
 
-const REMOTE_CACHE_BYTES: &str = "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM media \
-     WHERE server_name <> $1 AND sha256 IS NOT NULL";
-
-const LEAST_RECENT_REMOTE: &str = "SELECT server_name, media_id, size_bytes FROM media \
+/// Cached remote content: complete remote media, and thumbnails of remote media other
+/// than the original itself (those fetched from the origin included, whose original
+/// may not be cached at all). `$1` is our own server name.
+macro_rules! remote_cached {
+    () => {
+        "SELECT server_name, media_id, size_bytes, last_access_ts FROM media \
      WHERE server_name <> $1 AND sha256 IS NOT NULL \
-     ORDER BY last_access_ts, server_name, media_id LIMIT $2";
+     UNION ALL \
+     SELECT t.server_name, t.media_id, t.size_bytes, t.last_access_ts FROM thumbnails t \
+     WHERE t.server_name <> $1 AND NOT EXISTS (SELECT 1 FROM media m \
+     WHERE m.server_name = t.server_name AND m.media_id = t.media_id AND m.sha256 = t.sha256)"
+    };
+}
+
+const REMOTE_CACHE_BYTES: &str = concat!(
+    "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM (",
+    remote_cached!(),
+    ") AS cached"
+);
+
+/// Remote media items (an original with its thumbnails, or thumbnails alone) by the
+/// last access to any of them.
+const LEAST_RECENT_REMOTE: &str = concat!(
+    "SELECT server_name, media_id, CAST(SUM(size_bytes) AS BIGINT), \
+     MAX(last_access_ts) AS accessed FROM (",
+    remote_cached!(),
+    ") AS cached GROUP BY server_name, media_id ORDER BY accessed, server_name, media_id LIMIT $2"
+);
 
 const DELETE_THUMBNAILS: &str = "DELETE FROM thumbnails WHERE server_name = $1 AND media_id = $2";
 
@@ -299,6 +324,22 @@ macro_rules! impl_media_repo {
                 Ok(())
             }
 
+            async fn touch_thumbnails(
+                &self,
+                mxc: &Mxc,
+                now: Millis,
+                since: Millis,
+            ) -> Result<(), RepoError> {
+                sqlx::query(TOUCH_THUMBNAILS)
+                    .bind(now)
+                    .bind(mxc.server_name.as_str())
+                    .bind(mxc.media_id.as_str())
+                    .bind(since)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn set_image_size(
                 &self,
                 mxc: &Mxc,
@@ -421,13 +462,14 @@ macro_rules! impl_media_repo {
                 local: &ServerName,
                 limit: u32,
             ) -> Result<Vec<(Mxc, u64)>, RepoError> {
-                let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(LEAST_RECENT_REMOTE)
-                    .bind(local.as_str())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows: Vec<(String, String, Option<i64>, i64)> =
+                    sqlx::query_as(LEAST_RECENT_REMOTE)
+                        .bind(local.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
                 rows.into_iter()
-                    .map(|(server, id, size)| {
+                    .map(|(server, id, size, _accessed)| {
                         let corrupt =
                             |what| RepoError::Corrupt(format!("media {server}/{id}"), what);
                         let mxc = Mxc::new(
@@ -441,18 +483,18 @@ macro_rules! impl_media_repo {
 
             async fn delete_media(&self, mxc: &Mxc) -> Result<bool, RepoError> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(DELETE_THUMBNAILS)
+                let thumbnails = sqlx::query(DELETE_THUMBNAILS)
                     .bind(mxc.server_name.as_str())
                     .bind(mxc.media_id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let done = sqlx::query(DELETE_MEDIA)
+                let media = sqlx::query(DELETE_MEDIA)
                     .bind(mxc.server_name.as_str())
                     .bind(mxc.media_id.as_str())
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(done.rows_affected() > 0)
+                Ok(thumbnails.rows_affected() + media.rows_affected() > 0)
             }
 
             async fn delete_expired_pending(&self, before: Millis) -> Result<u64, RepoError> {

@@ -4,7 +4,7 @@
 //! media. Recent "not found" answers are remembered; servers that fail are backed off by
 //! the federation client; the cache is kept within its size budget.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -14,7 +14,9 @@ use futures_util::TryStreamExt;
 use futures_util::stream::BoxStream;
 
 use super::single_flight::{Flights, Role};
-use super::{Access, MediaError, MediaService, ReadyMedia, ServedThumbnail, now_ms};
+use super::{
+    Access, MediaError, MediaService, ReadyMedia, ServedThumbnail, TOUCH_INTERVAL_MS, now_ms,
+};
 use crate::db::{Content, MediaState, NewMedia, ThumbnailContent, ThumbnailRecord};
 use crate::domain::{ContentType, FileName, Mxc, ServerName, ThumbnailSpec};
 use crate::federation::{FederationClient, FederationError, RemoteMediaError};
@@ -57,6 +59,10 @@ pub(super) struct Remote {
     failures: Cache<Mxc, Failure>,
     /// Remote downloads this process started.
     fetches: AtomicU64,
+    /// An eviction task is running in this process.
+    evicting: AtomicBool,
+    /// More was cached since the running eviction last looked.
+    eviction_wanted: AtomicBool,
 }
 
 impl Remote {
@@ -70,6 +76,8 @@ impl Remote {
             flights: Flights::default(),
             thumbnail_flights: Flights::default(),
             fetches: AtomicU64::new(0),
+            evicting: AtomicBool::new(false),
+            eviction_wanted: AtomicBool::new(false),
         }
     }
 }
@@ -251,6 +259,7 @@ impl MediaService {
         let work = format!("remote thumbnail {spec} animated={animated}");
         loop {
             if let Some(t) = self.stored_exactly(mxc, spec, animated).await? {
+                self.touch_thumbnails(mxc);
                 return Ok(Some(t.into()));
             }
             if let Some(failure) = remote.failures.get(mxc).await {
@@ -375,7 +384,26 @@ impl MediaService {
             .await
             .map_err(|e| ThumbnailFetch::Failed(e.into()))?;
         tracing::info!(%mxc, %spec, animated, "cached a remote thumbnail");
+        if o.cache_bytes > 0 {
+            self.spawn_eviction(o.cache_bytes);
+        }
         Ok(())
+    }
+
+    /// Record an access to the thumbnails of remote media whose original is not
+    /// cached, at most once per touch interval.
+    fn touch_thumbnails(&self, mxc: &Mxc) {
+        let repo = self.repo.clone();
+        let mxc = mxc.clone();
+        let now = now_ms();
+        tokio::spawn(async move {
+            if let Err(e) = repo
+                .touch_thumbnails(&mxc, now, now - TOUCH_INTERVAL_MS)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record thumbnail access");
+            }
+        });
     }
 
     /// Stream a remote body into storage within the size limit.
@@ -408,30 +436,59 @@ impl MediaService {
     }
 
     /// Evict the least recently used remote media beyond `budget` bytes, in the
-    /// background. Blobs left unreferenced go with the sweeper.
+    /// background, one task per process at a time (a task already running looks again
+    /// before it ends). Blobs left unreferenced go with the sweeper.
     fn spawn_eviction(&self, budget: u64) {
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
+        remote.eviction_wanted.store(true, Ordering::SeqCst);
+        if remote.evicting.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let service = self.clone();
         tokio::spawn(async move {
-            match service.evict_remote(budget).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(evicted = n, "remote media cache trimmed"),
-                Err(e) => tracing::warn!(error = %e, "remote media eviction failed"),
+            loop {
+                while remote.eviction_wanted.swap(false, Ordering::SeqCst) {
+                    match service.evict_remote(budget).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(evicted = n, "remote media cache trimmed"),
+                        Err(e) => tracing::warn!(error = %e, "remote media eviction failed"),
+                    }
+                }
+                remote.evicting.store(false, Ordering::SeqCst);
+                // Asked for between the last look and letting go: look again, unless
+                // the asker started a task of its own.
+                if !remote.eviction_wanted.load(Ordering::SeqCst)
+                    || remote.evicting.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
             }
         });
     }
 
+    /// Bytes of remote media and their thumbnails cached (by all processes).
+    pub async fn remote_cache_bytes(&self) -> Result<u64, MediaError> {
+        Ok(self.repo.remote_cache_bytes(&self.server_name).await?)
+    }
+
     /// Remove the least recently used remote media until the rest fits `budget` bytes.
-    /// Returns how many items went.
+    /// An item goes with all its thumbnails. Returns how many items went.
     pub async fn evict_remote(&self, budget: u64) -> Result<u64, MediaError> {
-        let mut used = self.repo.remote_cache_bytes(&self.server_name).await?;
         let mut evicted = 0;
-        while used > budget {
+        loop {
+            // Measured afresh for each batch: other processes may evict too.
+            let mut used = self.remote_cache_bytes().await?;
+            if used <= budget {
+                return Ok(evicted);
+            }
             let oldest = self
                 .repo
                 .least_recent_remote(&self.server_name, 100)
                 .await?;
             if oldest.is_empty() {
-                break;
+                return Ok(evicted);
             }
             for (mxc, size) in oldest {
                 if used <= budget {
@@ -443,7 +500,6 @@ impl MediaService {
                 }
             }
         }
-        Ok(evicted)
     }
 }
 

@@ -684,6 +684,51 @@ async fn the_remote_cache_keeps_within_its_budget(pair: Pair) {
     assert_eq!(b.app.media.remote_fetches(), 4);
 }
 
+async fn thumbnails_fetched_from_the_origin_count_toward_the_budget(pair: Pair) {
+    // Images smaller than the request: the origin's thumbnail is the image itself, so
+    // the size of what is cached is known here.
+    let images: Vec<Vec<u8>> = (20..23).map(|w| png(w, 20)).collect();
+    let budget = (images[1].len() + images[2].len()) as u64;
+    let (a, b) = two_homeservers(pair, |_| {}, |s| s.federation.remote_cache_bytes = budget).await;
+    let thumbnail = |id: &str| {
+        let path = format!(
+            "/_matrix/client/v1/media/thumbnail/{HS_A}/{id}?width=32&height=32&method=crop"
+        );
+        b.app.authed(Method::GET, &path).send()
+    };
+    let mut ids = Vec::new();
+    for image in &images {
+        let id = a.upload(image.clone(), "image/png", None).await;
+        let res = thumbnail(&id).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap(), image[..]);
+        ids.push(id);
+        // Distinct access times, so the order of eviction is defined.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(b.app.media.remote_fetches(), 3, "thumbnails only");
+    wait_until("the oldest remote thumbnail is evicted", || {
+        let media = b.app.media.clone();
+        async move { media.remote_cache_bytes().await.unwrap() <= budget }
+    })
+    .await;
+    assert_eq!(b.app.media.remote_cache_bytes().await.unwrap(), budget);
+    for id in &ids[1..] {
+        assert_eq!(thumbnail(id).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        b.app.media.remote_fetches(),
+        3,
+        "the newer two are still cached"
+    );
+    assert_eq!(thumbnail(&ids[0]).await.unwrap().status(), 200);
+    assert_eq!(
+        b.app.media.remote_fetches(),
+        4,
+        "the oldest is fetched again"
+    );
+}
+
 crate::on_both_pairs!(
     remote_media_is_fetched_and_served_byte_exact,
     remote_thumbnails_come_from_the_origin,
@@ -701,4 +746,5 @@ crate::on_both_pairs!(
     twenty_concurrent_first_requests_fetch_once,
     processes_sharing_a_database_fetch_once,
     the_remote_cache_keeps_within_its_budget,
+    thumbnails_fetched_from_the_origin_count_toward_the_budget,
 );
