@@ -79,7 +79,7 @@ fn benches(c: &mut Criterion) {
         let thumb = stages::resize(&decoded, &p, plans[4]).unwrap();
         let alpha = name.contains("alpha");
         group.bench_function("encode 800x600", |b| {
-            b.iter(|| stages::encode(black_box(&thumb), alpha).unwrap())
+            b.iter(|| stages::encode(black_box(&thumb), p.format, alpha).unwrap())
         });
         group.bench_function("all 5 sizes", |b| {
             b.iter(|| render_all(black_box(&data), &specs, &limits).unwrap())

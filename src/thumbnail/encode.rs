@@ -1,7 +1,8 @@
-//! Output encoding: JPEG (quality 80) for opaque images, PNG where there is alpha.
+//! Output encoding of still thumbnails: JPEG (quality 80) for opaque images from lossy
+//! sources, PNG for everything else.
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{DynamicImage, ImageEncoder};
+use image::{DynamicImage, ImageEncoder, ImageFormat};
 
 use super::{Thumbnail, ThumbnailError};
 
@@ -15,19 +16,55 @@ pub fn has_alpha(image: &DynamicImage) -> bool {
     }
 }
 
-pub fn encode(image: &DynamicImage, alpha: bool) -> Result<Thumbnail, ThumbnailError> {
+/// How a still thumbnail is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Jpeg,
+    /// With an alpha channel only when `alpha`.
+    Png {
+        alpha: bool,
+    },
+}
+
+impl Output {
+    /// JPEG for opaque images from lossy sources (JPEG, WebP); PNG where there is alpha
+    /// or the source is lossless (PNG, GIF, BMP, TIFF, ...). Lossless sources are
+    /// mostly screenshots, drawings and text, whose sharp edges JPEG smears; and
+    /// clients (and Complement) expect the thumbnail of a PNG to be a PNG, as Synapse
+    /// and matrix-media-repo make it.
+    pub fn for_source(format: ImageFormat, alpha: bool) -> Self {
+        match format {
+            _ if alpha => Self::Png { alpha: true },
+            ImageFormat::Jpeg | ImageFormat::WebP => Self::Jpeg,
+            _ => Self::Png { alpha: false },
+        }
+    }
+}
+
+pub fn encode(image: &DynamicImage, output: Output) -> Result<Thumbnail, ThumbnailError> {
     let (width, height) = (image.width(), image.height());
     let mut bytes = Vec::new();
-    if alpha {
-        let rgba = image.to_rgba8();
-        PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive)
-            .write_image(
-                rgba.as_raw(),
+    if let Output::Png { alpha } = output {
+        let encoder =
+            PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive);
+        let written = match (alpha, image) {
+            (true, _) => encoder.write_image(
+                image.to_rgba8().as_raw(),
                 width,
                 height,
                 image::ExtendedColorType::Rgba8,
-            )
-            .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+            ),
+            (false, DynamicImage::ImageRgb8(rgb)) => {
+                encoder.write_image(rgb.as_raw(), width, height, image::ExtendedColorType::Rgb8)
+            }
+            (false, _) => encoder.write_image(
+                image.to_rgb8().as_raw(),
+                width,
+                height,
+                image::ExtendedColorType::Rgb8,
+            ),
+        };
+        written.map_err(|e| ThumbnailError::Encode(e.to_string()))?;
         return Ok(Thumbnail {
             bytes,
             content_type: "image/png",

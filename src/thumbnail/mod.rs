@@ -4,8 +4,8 @@
 //! One source is decoded once, shrunk while decoding where the format allows (JPEG by
 //! DCT scaling, PNG by averaging rows as they arrive, lossy WebP by libwebp's scaler) to
 //! the largest size any requested thumbnail needs. Every requested size is resized from
-//! that with fast_image_resize and encoded: JPEG for opaque images, PNG where there is
-//! alpha.
+//! that with fast_image_resize and encoded: JPEG for opaque images from JPEG and WebP
+//! sources, PNG for the rest (alpha, or lossless sources such as PNG and GIF).
 
 mod animated;
 mod color;
@@ -70,9 +70,13 @@ pub mod stages {
         }
     }
 
-    /// Encode as JPEG, or as PNG when `alpha`.
-    pub fn encode(image: &DynamicImage, alpha: bool) -> Result<Thumbnail, ThumbnailError> {
-        super::encode::encode(image, alpha)
+    /// Encode as `render_all` does for a source of `format`, with or without `alpha`.
+    pub fn encode(
+        image: &DynamicImage,
+        format: image::ImageFormat,
+        alpha: bool,
+    ) -> Result<Thumbnail, ThumbnailError> {
+        super::encode::encode(image, super::encode::Output::for_source(format, alpha))
     }
 }
 
@@ -182,6 +186,7 @@ pub fn render_all(
     }
     let image = decode::decode(data, &probe, needed, limits)?;
     let has_alpha = encode::has_alpha(&image);
+    let output = encode::Output::for_source(probe.format, has_alpha);
     let to_srgb = decode::icc_profile(data, limits)
         .and_then(|icc| color::ToSrgb::new(&icc, matches!(image, DynamicImage::ImageRgba8(_))));
     let mut resizer = Resizer::new();
@@ -220,9 +225,9 @@ pub fn render_all(
             Some(convert) => {
                 let mut srgb = resized.clone();
                 convert.apply(&mut srgb);
-                encode::encode(&srgb, has_alpha)?
+                encode::encode(&srgb, output)?
             }
-            None => encode::encode(&resized, has_alpha)?,
+            None => encode::encode(&resized, output)?,
         };
         if crop.is_none() {
             sources.push(resized);

@@ -152,13 +152,34 @@ fn alpha_is_kept_as_png() {
 }
 
 #[test]
-fn opaque_png_becomes_jpeg() {
-    let img = RgbaImage::from_fn(400, 300, |x, y| Rgba([x as u8, y as u8, 9, 255]));
-    let data = encode(DynamicImage::ImageRgba8(img), ImageFormat::Png);
-    let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default())
-        .unwrap()
-        .1;
-    assert_eq!(thumb(&out[0]).content_type, "image/jpeg");
+fn lossless_sources_give_png_lossy_ones_jpeg() {
+    // Opaque RGBA: an alpha channel with nothing in it gives a PNG without one.
+    let img = DynamicImage::ImageRgb8(photo(400, 300)).to_rgba8();
+    let png = encode(DynamicImage::ImageRgba8(img.clone()), ImageFormat::Png);
+    let gif = encode(DynamicImage::ImageRgba8(img.clone()), ImageFormat::Gif);
+    let rgb = DynamicImage::ImageRgba8(img).to_rgb8();
+    let jpeg = encode(DynamicImage::ImageRgb8(rgb.clone()), ImageFormat::Jpeg);
+    let webp = encode(DynamicImage::ImageRgb8(rgb), ImageFormat::WebP);
+    for (data, expected) in [
+        (png, "image/png"),
+        (gif, "image/png"),
+        (jpeg, "image/jpeg"),
+        (webp, "image/jpeg"),
+    ] {
+        let out = render_all(&data, &[spec(100, 100, Method::Scale)], &Limits::default())
+            .unwrap()
+            .1;
+        let t = thumb(&out[0]);
+        assert_eq!(t.content_type, expected);
+        if expected == "image/png" {
+            let back = image::load_from_memory(&t.bytes).unwrap();
+            assert_eq!(
+                back.color(),
+                image::ColorType::Rgb8,
+                "no empty alpha channel"
+            );
+        }
+    }
 }
 
 #[test]
@@ -340,7 +361,7 @@ fn small_non_web_formats_are_re_encoded_not_served_as_is() {
         render_all(&data, &[spec(96, 96, Method::Crop)], &Limits::default()).unwrap();
     assert_eq!((probe.width, probe.height), (60, 40));
     let t = thumb(&out[0]);
-    assert_eq!((t.width, t.height, t.content_type), (60, 40, "image/jpeg"));
+    assert_eq!((t.width, t.height, t.content_type), (60, 40, "image/png"));
 }
 
 /// 4 frames of 240x180, 80 ms each, looping forever (made with Pillow).

@@ -220,6 +220,7 @@ async fn remote_thumbnails_come_from_the_origin(pair: Pair) {
     let res = get(&b.app, crop).await.unwrap();
     assert_eq!(res.status(), 200);
     let via_b_type = res.headers()["content-type"].clone();
+    assert_eq!(via_b_type, "image/png", "a PNG's thumbnail is a PNG");
     let via_b = res.bytes().await.unwrap();
     let res = get(&a.app, crop).await.unwrap();
     assert_eq!(res.headers()["content-type"], via_b_type);

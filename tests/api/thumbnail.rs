@@ -406,7 +406,7 @@ async fn animated_requests_get_animated_webp(pair: Pair) {
         .await;
     let (headers, body) =
         get_image(&app, &still, "width=96&height=96&method=crop&animated=true").await;
-    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(headers["content-type"], "image/png");
     assert_eq!(dims(&body), (96, 96));
 }
 
