@@ -153,7 +153,15 @@ fn decode_jpeg_scaled(
 ) -> Result<Option<DynamicImage>, ThumbnailError> {
     // `needed` is in oriented pixels; the decoder works in stored orientation.
     let ((nw, nh), (sw, sh)) = stored_sizes(probe, needed);
-    super::jpeg::decode_scaled(data, super::jpeg::scale_for(sw, sh, (nw, nh)))
+    let scale = super::jpeg::scale_for(sw, sh, (nw, nh));
+    // Progressive files: only the coefficients this scale uses (see `progressive`).
+    match super::progressive::decode_scaled(data, scale) {
+        Ok(Some(image)) => return Ok(Some(image)),
+        Ok(None) => {}
+        // libjpeg has the last word on what is broken.
+        Err(e) => tracing::debug!(error = %e, "progressive decoder failed; trying libjpeg"),
+    }
+    super::jpeg::decode_scaled(data, scale)
 }
 
 /// Large PNGs are averaged down while decoding, row by row (see `png_shrink`).
@@ -272,7 +280,11 @@ pub fn memory(data: &[u8], probe: &Probe, needed: (u32, u32)) -> (u64, (u32, u32
                 3
             };
             let mut bytes = pixels(w, h) * channels;
-            if header.progressive {
+            if let Some(coefficients) = super::progressive::coefficient_bytes(data, scale) {
+                // The kept coefficients, and the planes they become before colour
+                // conversion.
+                bytes += coefficients + pixels(w, h) * channels;
+            } else if header.progressive {
                 // Every coefficient is kept until the last scan: 64 x 2 bytes a block.
                 bytes += header
                     .component_blocks

@@ -2,7 +2,7 @@
 //! it on blocking threads behind a semaphore.
 //!
 //! One source is decoded once, shrunk while decoding where the format allows (JPEG by
-//! DCT scaling, PNG by averaging rows as they arrive, lossy WebP by libwebp's scaler) to
+//! DCT scaling, progressive JPEG keeping only the coefficients that scale uses, PNG by averaging rows as they arrive, lossy WebP by libwebp's scaler) to
 //! the largest size any requested thumbnail needs. Every requested size is resized from
 //! that with fast_image_resize and encoded: JPEG for opaque images from JPEG and WebP
 //! sources, PNG for the rest (alpha, or lossless sources such as PNG and GIF).
@@ -13,6 +13,7 @@ mod decode;
 mod encode;
 mod jpeg;
 mod png_shrink;
+mod progressive;
 mod webp_anim;
 
 use std::io::Cursor;
