@@ -102,8 +102,29 @@ impl<'a> Bits<'a> {
     }
 
     /// At least 57 bits in the buffer.
-    #[inline]
+    #[inline(always)]
     fn fill(&mut self) -> Result<(), ThumbnailError> {
+        // Whole bytes at once while no 0xFF (stuffing or a marker) is among them.
+        if !self.at_marker
+            && let Some(chunk) = self.data.get(self.pos..self.pos + 8)
+        {
+            let chunk = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+            let inverted = !chunk;
+            let has_ff =
+                inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
+            if has_ff == 0 {
+                let bytes = (64 - self.count) / 8;
+                let bits = bytes * 8;
+                self.acc |= (chunk >> (64 - bits)) << (64 - self.count - bits);
+                self.count += bits;
+                self.pos += bytes as usize;
+                return Ok(());
+            }
+        }
+        self.fill_slowly()
+    }
+
+    fn fill_slowly(&mut self) -> Result<(), ThumbnailError> {
         while self.count <= 56 {
             let byte = if self.at_marker {
                 0
@@ -131,8 +152,21 @@ impl<'a> Bits<'a> {
         Ok(())
     }
 
+    /// Skip `n` (0..=64) bits.
+    #[inline(always)]
+    fn skip(&mut self, mut n: u32) -> Result<(), ThumbnailError> {
+        while n > 32 {
+            self.get(32)?;
+            n -= 32;
+        }
+        if n > 0 {
+            self.get(n)?;
+        }
+        Ok(())
+    }
+
     /// The next `n` (1..=32) bits.
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, n: u32) -> Result<u32, ThumbnailError> {
         if self.count < n {
             self.fill()?;
@@ -156,7 +190,7 @@ impl<'a> Bits<'a> {
         Ok((high << (n - 32)) | u64::from(self.get(n - 32)?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, table: &Huffman) -> Result<u8, ThumbnailError> {
         if self.count < 16 {
             self.fill()?;
@@ -735,7 +769,7 @@ fn decode_ac_first(
 
 /// Read the correction bits of the nonzero coefficients in `mask` (in zig-zag order)
 /// and apply those of kept coefficients.
-#[inline]
+#[inline(always)]
 fn correct(
     c: &mut Component,
     block: usize,
@@ -744,8 +778,8 @@ fn correct(
     bits: &mut Bits<'_>,
 ) -> Result<(), ThumbnailError> {
     let n = mask.count_ones();
-    if n == 0 {
-        return Ok(());
+    if mask & c.kept == 0 {
+        return bits.skip(n);
     }
     let read = bits.get_wide(n)?;
     let mut kept = mask & c.kept;
@@ -856,6 +890,13 @@ fn weights(n: usize) -> Vec<f32> {
     w
 }
 
+/// Rounded to the nearest 8-bit sample (`f32::round` is a libm call; the clamp makes
+/// the truncating cast of negative values harmless).
+#[inline(always)]
+fn to_sample(v: f32) -> u8 {
+    (v + 0.5).clamp(0.0, 255.0) as u8
+}
+
 /// The component's plane at its scaled size (`pbw * kh` x `pbh * kv`).
 fn idct_plane(c: &Component) -> Vec<u8> {
     let (kh, kv, slots) = (c.kh, c.kv, c.slots());
@@ -898,7 +939,7 @@ fn idct_plane(c: &Component) -> Vec<u8> {
                     for v in 0..kv {
                         sum += rows[v * kh + x] * wy[v * kv + y];
                     }
-                    plane[out + x] = sum.round().clamp(0.0, 255.0) as u8;
+                    plane[out + x] = to_sample(sum);
                 }
             }
         }
@@ -971,11 +1012,10 @@ pub fn decode_scaled(data: &[u8], scale: u32) -> Result<Option<DynamicImage>, Th
                 out.extend_from_slice(&[a, b, c]);
             } else {
                 let (yy, cb, cr) = (f32::from(a), f32::from(b) - 128.0, f32::from(c) - 128.0);
-                let px = |v: f32| v.round().clamp(0.0, 255.0) as u8;
                 out.extend_from_slice(&[
-                    px(yy + 1.402 * cr),
-                    px(yy - 0.344_136 * cb - 0.714_136 * cr),
-                    px(yy + 1.772 * cb),
+                    to_sample(yy + 1.402 * cr),
+                    to_sample(yy - 0.344_136 * cb - 0.714_136 * cr),
+                    to_sample(yy + 1.772 * cb),
                 ]);
             }
         }
