@@ -27,6 +27,19 @@ fn encoded(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A progressive JPEG as libjpeg writes it (successive approximation: refinement
+/// scans), 4:2:0.
+fn progressive_jpeg(img: &RgbImage) -> Vec<u8> {
+    let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    c.set_size(img.width() as usize, img.height() as usize);
+    c.set_quality(90.0);
+    c.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
+    c.set_progressive_mode();
+    let mut c = c.start_compress(Vec::new()).unwrap();
+    c.write_scanlines(img.as_raw()).unwrap();
+    c.finish().unwrap()
+}
+
 fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     let rgb = DynamicImage::ImageRgb8(photo(2560, 1600));
     let alpha = DynamicImage::ImageRgba8(RgbaImage::from_fn(1600, 1000, |x, y| {
@@ -39,6 +52,7 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     }));
     vec![
         ("jpeg", encoded(rgb.clone(), ImageFormat::Jpeg)),
+        ("jpeg-progressive", progressive_jpeg(&photo(4000, 3000))),
         ("png", encoded(rgb.clone(), ImageFormat::Png)),
         ("png-alpha", encoded(alpha, ImageFormat::Png)),
         ("webp-lossless", encoded(rgb.clone(), ImageFormat::WebP)),
