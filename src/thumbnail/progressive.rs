@@ -394,10 +394,11 @@ struct Decoder<'a> {
     scale: usize,
 }
 
-/// What a walk over the headers found before the first scan.
+/// Where the markers lead next.
 enum Start {
     Unsupported,
-    Scans(usize),
+    /// A scan whose SOS segment starts here.
+    Scan(usize),
 }
 
 impl<'a> Decoder<'a> {
@@ -415,8 +416,8 @@ impl<'a> Decoder<'a> {
     }
 
     /// Read markers from `at` up to a scan; handles the tables and the frame header.
-    /// Returns the position of the SOS marker's segment, or None at EOI.
-    fn next_scan(&mut self, mut at: usize) -> Result<Option<(usize, Start)>, ThumbnailError> {
+    /// What comes next: a scan, something this decoder leaves to libjpeg, or (None) EOI.
+    fn next_scan(&mut self, mut at: usize) -> Result<Option<Start>, ThumbnailError> {
         loop {
             let (Some(&ff), Some(&marker)) = (self.data.get(at), self.data.get(at + 1)) else {
                 return Err(truncated());
@@ -436,13 +437,13 @@ impl<'a> Decoder<'a> {
                     }
                     match self.read_frame(body)? {
                         Some(frame) => self.frame = Some(frame),
-                        None => return Ok(Some((at, Start::Unsupported))),
+                        None => return Ok(Some(Start::Unsupported)),
                     }
                     at = next;
                 }
                 // Baseline, extended, lossless, hierarchical, arithmetic: not ours.
                 0xC0 | 0xC1 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                    return Ok(Some((at, Start::Unsupported)));
+                    return Ok(Some(Start::Unsupported));
                 }
                 0xC4 => {
                     let (body, next) = segment(self.data, at)?;
@@ -470,10 +471,10 @@ impl<'a> Decoder<'a> {
                     if self.frame.is_none() {
                         return Err(malformed("scan before the frame"));
                     }
-                    return Ok(Some((at, Start::Scans(at))));
+                    return Ok(Some(Start::Scan(at)));
                 }
                 // DNL, DAC and the rest: a height from DNL is not supported.
-                0xDC | 0xCC => return Ok(Some((at, Start::Unsupported))),
+                0xDC | 0xCC => return Ok(Some(Start::Unsupported)),
                 _ => {
                     let (_, next) = segment(self.data, at)?;
                     at = next;
@@ -957,10 +958,10 @@ pub fn decode_scaled(data: &[u8], scale: u32) -> Result<Option<DynamicImage>, Th
     }
     let mut at = 2;
     let mut scans = 0;
-    while let Some((_, start)) = d.next_scan(at)? {
+    while let Some(start) = d.next_scan(at)? {
         match start {
             Start::Unsupported => return Ok(None),
-            Start::Scans(sos) => {
+            Start::Scan(sos) => {
                 if scans == 0 {
                     for c in &mut d.frame.as_mut().expect("checked by next_scan").components {
                         let blocks = c.pbw * c.pbh;
@@ -1028,7 +1029,7 @@ pub fn decode_scaled(data: &[u8], scale: u32) -> Result<Option<DynamicImage>, Th
 pub fn coefficient_bytes(data: &[u8], scale: u32) -> Option<u64> {
     let mut d = Decoder::new(data, scale.clamp(1, 8) as usize);
     // The frame header comes before the first scan.
-    let (_, Start::Scans(_)) = d.next_scan(2).ok()?? else {
+    let Start::Scan(_) = d.next_scan(2).ok()?? else {
         return None;
     };
     let frame = d.frame.as_ref()?;
