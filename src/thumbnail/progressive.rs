@@ -768,33 +768,33 @@ fn decode_ac_first(
     Ok(())
 }
 
-/// Read the correction bits of the nonzero coefficients in `mask` (in zig-zag order)
-/// and apply those of kept coefficients.
+/// Read the correction bits of the `n` nonzero-history coefficients in `mask` (in
+/// zig-zag order) and apply those of kept coefficients.
 #[inline(always)]
 fn correct(
-    c: &mut Component,
-    block: usize,
+    coefs: &mut [i16],
+    slot: &[u8; 64],
+    kept: u64,
     mask: u64,
+    n: u32,
     p1: i32,
     bits: &mut Bits<'_>,
 ) -> Result<(), ThumbnailError> {
-    let n = mask.count_ones();
-    if mask & c.kept == 0 {
+    let mut kept = mask & kept;
+    if kept == 0 {
         return bits.skip(n);
     }
     let read = bits.get_wide(n)?;
-    let mut kept = mask & c.kept;
-    if kept == 0 || read == 0 {
+    if read == 0 {
         return Ok(());
     }
-    let slots = c.slots();
     while kept != 0 {
         let k = kept.trailing_zeros() as usize;
         kept &= kept - 1;
         // Its bit's place among the `n` read: after those of lower indices.
         let place = (mask & ((1u64 << k) - 1)).count_ones();
         if (read >> (n - 1 - place)) & 1 == 1 {
-            let coef = &mut c.coefs[block * slots + usize::from(c.slot[k])];
+            let coef = &mut coefs[usize::from(slot[k])];
             let v = i32::from(*coef);
             if v & p1 == 0 {
                 *coef = (if v >= 0 { v + p1 } else { v - p1 }) as i16;
@@ -804,6 +804,99 @@ fn correct(
     Ok(())
 }
 
+/// The `r`-th (from 0) set bit of a mask, as a mask of that bit alone (0 if there are
+/// fewer).
+trait Select: Copy {
+    fn nth(self, mask: u64, r: u32) -> u64;
+}
+
+/// Broadword selection (after Vigna, "Broadword implementation of rank/select
+/// queries"): count the set bits per byte, find the byte that holds the bit, then look it
+/// up in a table. Branch-free, where a loop of `r` steps mispredicts its exit.
+#[derive(Clone, Copy)]
+struct Portable;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// `[byte][r]`: the place of the `r`-th set bit of `byte` (8: none).
+static SELECT_IN_BYTE: [[u8; 8]; 256] = {
+    let mut table = [[8u8; 8]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let (mut bit, mut found) = (0, 0);
+        while bit < 8 {
+            if byte & (1 << bit) != 0 {
+                table[byte][found] = bit as u8;
+                found += 1;
+            }
+            bit += 1;
+        }
+        byte += 1;
+    }
+    table
+};
+
+impl Select for Portable {
+    #[inline(always)]
+    fn nth(self, mask: u64, r: u32) -> u64 {
+        // Set bits per byte, then running totals: byte i holds the count in bytes 0..=i.
+        let mut counts = mask - ((mask >> 1) & 0x5555_5555_5555_5555);
+        counts = (counts & 0x3333_3333_3333_3333) + ((counts >> 2) & 0x3333_3333_3333_3333);
+        counts = (counts + (counts >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+        let totals = counts.wrapping_mul(ONES);
+        if (totals >> 56) as u32 <= r {
+            return 0;
+        }
+        // The bytes whose running total is at most r come before the one holding the
+        // bit: their high bits are set (totals <= 64 < 0x80, so no borrows cross bytes).
+        let highs = ONES << 7;
+        let before = (((u64::from(r) * ONES) | highs) - totals) & highs;
+        let place = (64 - before.leading_zeros()) & !7;
+        let rank = r - (((totals << 8) >> place) & 0xFF) as u32;
+        let bit = SELECT_IN_BYTE[((mask >> place) & 0xFF) as usize][rank as usize & 7];
+        1 << (place + u32::from(bit))
+    }
+}
+
+/// BMI2's bit deposit does [`Select::nth`] in one instruction. A value exists only where
+/// the CPU has BMI2 and implements it in hardware: AMD before Zen 3 microcodes it, at
+/// tens of cycles.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Bmi2(());
+
+#[cfg(target_arch = "x86_64")]
+impl Bmi2 {
+    /// Asked once a process: CPUID is slow under a hypervisor, which traps it.
+    fn detect() -> Option<Self> {
+        static FOUND: std::sync::OnceLock<Option<Bmi2>> = std::sync::OnceLock::new();
+        *FOUND.get_or_init(Self::ask)
+    }
+
+    fn ask() -> Option<Self> {
+        use std::arch::x86_64::__cpuid;
+        if !std::arch::is_x86_feature_detected!("bmi2") {
+            return None;
+        }
+        let vendor = __cpuid(0);
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163);
+        // Families before 0x19 (Zen 3), counted as base 0xF plus extended.
+        let family = (__cpuid(1).eax >> 8) & 0xF;
+        let extended = (__cpuid(1).eax >> 20) & 0xFF;
+        let slow = amd && family == 0xF && extended < 0xA;
+        (!slow).then_some(Self(()))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Select for Bmi2 {
+    #[inline(always)]
+    fn nth(self, mask: u64, r: u32) -> u64 {
+        // SAFETY: a `Bmi2` is only made by `detect`, on a CPU with BMI2.
+        unsafe { std::arch::x86_64::_pdep_u64(1u64 << r, mask) }
+    }
+}
+
 fn decode_ac_refine(
     c: &mut Component,
     table: &Huffman,
@@ -811,8 +904,41 @@ fn decode_ac_refine(
     restart: usize,
     bits: &mut Bits<'_>,
 ) -> Result<(), ThumbnailError> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bmi2) = Bmi2::detect() {
+        // SAFETY: `detect` found BMI2 on this CPU.
+        return unsafe { decode_ac_refine_bmi2(c, table, band, restart, bits, bmi2) };
+    }
+    refine(c, table, band, restart, bits, Portable)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi1,bmi2,popcnt")]
+fn decode_ac_refine_bmi2(
+    c: &mut Component,
+    table: &Huffman,
+    band: Band,
+    restart: usize,
+    bits: &mut Bits<'_>,
+    bmi2: Bmi2,
+) -> Result<(), ThumbnailError> {
+    refine(c, table, band, restart, bits, bmi2)
+}
+
+#[inline(always)]
+fn refine<S: Select>(
+    c: &mut Component,
+    table: &Huffman,
+    band: Band,
+    restart: usize,
+    bits: &mut Bits<'_>,
+    select: S,
+) -> Result<(), ThumbnailError> {
     let slots = c.slots();
     let p1 = 1i32 << band.al;
+    let band_mask = span(band.ss, band.se);
+    let kept = c.kept & band_mask;
+    let (slot, coefs, nonzeros) = (&c.slot, &mut c.coefs[..], &mut c.nonzero[..]);
     let mut eobrun = 0u32;
     let mut restarts = Restarts::new(restart);
     for by in 0..c.bh {
@@ -821,9 +947,12 @@ fn decode_ac_refine(
                 eobrun = 0;
             }
             let block = by * c.pbw + bx;
-            let mut k = band.ss;
+            let coefs = &mut coefs[block * slots..(block + 1) * slots];
+            let mut nonzero = nonzeros[block];
+            // The band from the next coefficient on.
+            let mut rest = band_mask;
             if eobrun == 0 {
-                while k <= band.se {
+                while rest != 0 {
                     let rs = bits.decode(table)?;
                     let (r, s) = (u32::from(rs >> 4), rs & 15);
                     let mut value = 0;
@@ -837,36 +966,40 @@ fn decode_ac_refine(
                         break;
                     }
                     // Skip r zero-history coefficients; stop at the next one.
-                    let nonzero = c.nonzero[block];
-                    let mut zeros = !nonzero & span(k, band.se);
-                    for _ in 0..r {
-                        zeros &= zeros.wrapping_sub(1);
-                    }
-                    if zeros == 0 {
+                    let stop = select.nth(!nonzero & rest, r);
+                    if stop == 0 {
                         // The run goes past the band: correct the rest of it.
-                        correct(c, block, nonzero & span(k, band.se), p1, bits)?;
+                        let passed = nonzero & rest;
+                        correct(coefs, slot, kept, passed, passed.count_ones(), p1, bits)?;
                         if s != 0 {
                             return Err(malformed("coefficient past the band"));
                         }
-                        k = band.se + 1;
+                        rest = 0;
                         break;
                     }
-                    let stop = zeros.trailing_zeros() as usize;
-                    correct(c, block, nonzero & span(k, stop.wrapping_sub(1)), p1, bits)?;
+                    // Between the next coefficient and `stop`, all but the r skipped
+                    // have history.
+                    let at = stop.trailing_zeros();
+                    let passed = nonzero & rest & (stop - 1);
+                    let n = at - rest.trailing_zeros() - r;
+                    correct(coefs, slot, kept, passed, n, p1, bits)?;
                     if s != 0 {
-                        let slot = c.slot[stop];
-                        if slot != u8::MAX {
-                            c.coefs[block * slots + usize::from(slot)] = value as i16;
+                        let index = slot[at as usize];
+                        if index != u8::MAX {
+                            coefs[usize::from(index)] = value as i16;
                         }
-                        c.nonzero[block] |= 1 << stop;
+                        nonzero |= stop;
                     }
-                    k = stop + 1;
+                    // Past `stop` (the wrap at bit 63 leaves nothing).
+                    rest &= !(stop << 1).wrapping_sub(1);
                 }
             }
             if eobrun > 0 {
-                correct(c, block, c.nonzero[block] & span(k, band.se), p1, bits)?;
+                let passed = nonzero & rest;
+                correct(coefs, slot, kept, passed, passed.count_ones(), p1, bits)?;
                 eobrun -= 1;
             }
+            nonzeros[block] = nonzero;
         }
     }
     Ok(())
@@ -1216,6 +1349,38 @@ mod tests {
             .unwrap();
         assert!(decode_scaled(&data, 2).unwrap().is_none());
         assert!(coefficient_bytes(&data, 2).is_none());
+    }
+
+    #[test]
+    fn broadword_selection_finds_the_nth_set_bit() {
+        let naive = |mask: u64, r: u32| {
+            let mut m = mask;
+            for _ in 0..r {
+                m &= m.wrapping_sub(1);
+            }
+            m & m.wrapping_neg()
+        };
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut masks = vec![0, u64::MAX, 1, 1 << 63, 0x8000_0000_0000_0001];
+        for _ in 0..20_000 {
+            // xorshift; AND/OR mixes give sparse and dense masks.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = state.rotate_left(17);
+            masks.extend([state, state & x, state | x, state & x & x.rotate_left(9)]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        let bmi2 = Bmi2::detect();
+        for mask in masks {
+            for r in 0..64 {
+                assert_eq!(Portable.nth(mask, r), naive(mask, r), "{mask:#x} {r}");
+                #[cfg(target_arch = "x86_64")]
+                if let Some(bmi2) = bmi2 {
+                    assert_eq!(bmi2.nth(mask, r), naive(mask, r), "{mask:#x} {r}");
+                }
+            }
+        }
     }
 
     #[test]
