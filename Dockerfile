@@ -16,6 +16,10 @@
 
 # ---- build stage ------------------------------------------------------------
 FROM rust:1.95-bookworm AS builder
+# nasm assembles dav1d's SIMD code (AVIF decoding); the image has the C compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nasm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY . .
 # The cache mounts keep downloaded crates and compiled dependencies between

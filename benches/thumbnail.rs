@@ -1,4 +1,5 @@
-//! Decode, resize and encode per format, on images generated here (no external files).
+//! Decode, resize and encode per format, on images generated here, and an AVIF from the
+//! test fixtures (nothing here encodes AVIF).
 //! `cargo bench --bench thumbnail`; `mxcd bench thumbnails DIR` measures real images.
 
 use std::hint::black_box;
@@ -59,6 +60,10 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
         (
             "gif",
             encoded(DynamicImage::ImageRgb8(photo(1280, 800)), ImageFormat::Gif),
+        ),
+        (
+            "avif",
+            include_bytes!("../tests/fixtures/avif/bench-1280x800.avif").to_vec(),
         ),
     ]
 }

@@ -78,10 +78,20 @@ fn image_limits(limits: &Limits) -> image::Limits {
 
 /// Read format, size and orientation from the header only, and enforce `max_pixels`.
 pub fn probe(data: &[u8], limits: &Limits) -> Result<Probe, ThumbnailError> {
-    let reader = reader(data, limits)?;
-    let format = reader.format().ok_or(ThumbnailError::Unsupported)?;
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
-    let (w, h) = decoder.dimensions();
+    let (format, (w, h), orientation) = if super::avif::is_avif(data) {
+        let header = super::avif::header(data)?;
+        (
+            ImageFormat::Avif,
+            (header.width, header.height),
+            header.orientation,
+        )
+    } else {
+        let reader = reader(data, limits)?;
+        let format = reader.format().ok_or(ThumbnailError::Unsupported)?;
+        let mut decoder = reader.into_decoder().map_err(decode_error)?;
+        let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+        (format, decoder.dimensions(), orientation)
+    };
     if w == 0 || h == 0 {
         return Err(ThumbnailError::Decode("image has no pixels".into()));
     }
@@ -91,7 +101,6 @@ pub fn probe(data: &[u8], limits: &Limits) -> Result<Probe, ThumbnailError> {
             height: h,
         });
     }
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (width, height) = if swaps_axes(orientation) {
         (h, w)
     } else {
@@ -127,6 +136,7 @@ pub fn decode(
         ImageFormat::Jpeg => decode_jpeg_scaled(data, probe, needed)?,
         ImageFormat::WebP => decode_webp(data, probe, needed),
         ImageFormat::Png => decode_png_shrunk(data, probe, needed)?,
+        ImageFormat::Avif => Some(super::avif::decode(data, limits.max_pixels)?),
         _ => None,
     }
     .map_or_else(|| decode_full(data, limits), Ok)?;
@@ -317,6 +327,9 @@ pub fn memory(data: &[u8], probe: &Probe, needed: (u32, u32)) -> (u64, (u32, u32
             Some(_) => (pixels(sw, sh) * 4 + pixels(nw, nh) * 4, (nw, nh)),
             None => full,
         },
+        // The container's copy of the coded data, the picture's planes (16 bits a
+        // sample above 8-bit depth), their 8-bit copy and the RGB(A) result.
+        ImageFormat::Avif => (data.len() as u64 + pixels(sw, sh) * 14, (sw, sh)),
         _ => full,
     }
 }
@@ -340,6 +353,9 @@ fn webp_still_is_lossy(data: &[u8]) -> Option<bool> {
 
 /// The embedded ICC profile, read from the headers only.
 pub fn icc_profile(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
+    if super::avif::is_avif(data) {
+        return super::avif::icc_profile(data);
+    }
     let mut decoder = reader(data, limits).ok()?.into_decoder().ok()?;
     decoder.icc_profile().ok().flatten()
 }

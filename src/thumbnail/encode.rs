@@ -27,7 +27,7 @@ pub enum Output {
 }
 
 impl Output {
-    /// JPEG for opaque images from lossy sources (JPEG, WebP); PNG where there is alpha
+    /// JPEG for opaque images from lossy sources (JPEG, WebP, AVIF); PNG where there is alpha
     /// or the source is lossless (PNG, GIF, BMP, TIFF, ...). Lossless sources are
     /// mostly screenshots, drawings and text, whose sharp edges JPEG smears; and
     /// clients (and Complement) expect the thumbnail of a PNG to be a PNG, as Synapse
@@ -35,7 +35,7 @@ impl Output {
     pub fn for_source(format: ImageFormat, alpha: bool) -> Self {
         match format {
             _ if alpha => Self::Png { alpha: true },
-            ImageFormat::Jpeg | ImageFormat::WebP => Self::Jpeg,
+            ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Avif => Self::Jpeg,
             _ => Self::Png { alpha: false },
         }
     }

@@ -8,6 +8,7 @@
 //! sources, PNG for the rest (alpha, or lossless sources such as PNG and GIF).
 
 mod animated;
+mod avif;
 mod color;
 mod decode;
 mod encode;
@@ -325,6 +326,9 @@ pub fn web_mime(format: ImageFormat) -> Option<&'static str> {
 
 /// The image format of `data`, from its magic bytes.
 pub fn sniff(data: &[u8]) -> Option<ImageFormat> {
+    if avif::is_avif(data) {
+        return Some(ImageFormat::Avif);
+    }
     image::ImageReader::new(Cursor::new(data))
         .with_guessed_format()
         .ok()?

@@ -459,7 +459,29 @@ async fn thumbnail_of_pending_media_times_out(pair: Pair) {
     assert_error(res, 504, "M_NOT_YET_UPLOADED").await;
 }
 
+/// 48x32, four coloured quadrants; with and without an alpha image.
+const AVIF: &[u8] = include_bytes!("../fixtures/avif/yuv420.avif");
+const AVIF_ALPHA: &[u8] = include_bytes!("../fixtures/avif/alpha.avif");
+
+async fn avif_uploads_get_jpeg_or_png_thumbnails(pair: Pair) {
+    let app = TestApp::spawn(pair).await;
+    for (data, content_type) in [(AVIF, "image/jpeg"), (AVIF_ALPHA, "image/png")] {
+        let id = app.upload(data, Some("image/avif"), None).await;
+        // Not every client shows AVIF: a box larger than the image gets it re-encoded
+        // at its own size, not the original.
+        for (query, expected) in [
+            ("width=32&height=32&method=crop", (32, 32)),
+            ("width=320&height=240&method=scale", (48, 32)),
+        ] {
+            let (headers, body) = get_image(&app, &id, query).await;
+            assert_eq!(headers["content-type"], content_type, "{query}");
+            assert_eq!(dims(&body), expected, "{query}");
+        }
+    }
+}
+
 crate::on_both_pairs!(
+    avif_uploads_get_jpeg_or_png_thumbnails,
     recommended_sizes_are_pregenerated_and_exact,
     other_sizes_are_made_on_demand_never_upscaled,
     pregenerated_sizes_answer_nearby_requests,
