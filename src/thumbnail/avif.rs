@@ -322,57 +322,72 @@ fn matrix(coefficients: Dav1dMatrixCoefficients) -> Option<YuvStandardMatrix> {
 /// orientation.
 pub fn decode(data: &[u8], max_pixels: u64) -> Result<DynamicImage, ThumbnailError> {
     let context = container(data)?;
-    let mut decoder = Decoder::open(max_pixels)?;
-    let color = decoder.picture(primary(&context)?)?;
+    let alpha = context.alpha_item_coded_data();
+    let color = Decoder::open(max_pixels)?.picture(primary(&context)?)?;
     let (width, height) = color.size();
-    let rgb = to_rgb(&color, width, height)?;
+    let mut pixels = to_rgb(&color, width, height, alpha.is_some())?;
     drop(color);
-    let Some(alpha) = context.alpha_item_coded_data() else {
-        return RgbImage::from_raw(width as u32, height as u32, rgb)
+    let bad_size = || ThumbnailError::Decode("AVIF: bad size".into());
+    let Some(alpha) = alpha else {
+        return RgbImage::from_raw(width as u32, height as u32, pixels)
             .map(DynamicImage::ImageRgb8)
-            .ok_or_else(|| ThumbnailError::Decode("AVIF: bad size".into()));
+            .ok_or_else(bad_size);
     };
-    let mut decoder = Decoder::open(max_pixels)?;
-    let alpha = decoder.picture(alpha)?;
+    let alpha = Decoder::open(max_pixels)?.picture(alpha)?;
     if alpha.size() != (width, height) {
         return Err(ThumbnailError::Decode("AVIF: alpha of another size".into()));
     }
     let full = alpha.full_range()?;
     let plane = alpha.plane(0, width, height)?;
-    let mut rgba = Vec::with_capacity(width * height * 4);
-    for (y, row) in rgb.chunks_exact(width * 3).enumerate() {
+    for (y, row) in pixels.chunks_exact_mut(width * 4).enumerate() {
         let alphas = &plane.samples[y * plane.stride..y * plane.stride + width];
-        for (pixel, &a) in row.chunks_exact(3).zip(alphas) {
+        for (pixel, &a) in row.chunks_exact_mut(4).zip(alphas) {
             let a = if full {
                 a
             } else {
                 // Limited range: 16..=235 is transparent..opaque.
                 ((i32::from(a) - 16) * 255 / 219).clamp(0, 255) as u8
             };
-            let mut pixel = [pixel[0], pixel[1], pixel[2]];
             if context.premultiplied_alpha && a > 0 {
                 let a = u32::from(a);
-                pixel = pixel.map(|c| ((u32::from(c) * 255 + a / 2) / a).min(255) as u8);
+                for c in &mut pixel[..3] {
+                    *c = ((u32::from(*c) * 255 + a / 2) / a).min(255) as u8;
+                }
             }
-            rgba.extend_from_slice(&[pixel[0], pixel[1], pixel[2], a]);
+            pixel[3] = a;
         }
     }
-    RgbaImage::from_raw(width as u32, height as u32, rgba)
+    RgbaImage::from_raw(width as u32, height as u32, pixels)
         .map(DynamicImage::ImageRgba8)
-        .ok_or_else(|| ThumbnailError::Decode("AVIF: bad size".into()))
+        .ok_or_else(bad_size)
 }
 
-fn to_rgb(picture: &Picture, width: usize, height: usize) -> Result<Vec<u8>, ThumbnailError> {
+type Convert = fn(
+    &YuvPlanarImage<u8>,
+    &mut [u8],
+    u32,
+    YuvRange,
+    YuvStandardMatrix,
+) -> Result<(), yuv::YuvError>;
+
+/// The picture as interleaved RGB, or RGBA (opaque, for the alpha image to fill in).
+fn to_rgb(
+    picture: &Picture,
+    width: usize,
+    height: usize,
+    rgba: bool,
+) -> Result<Vec<u8>, ThumbnailError> {
     let sequence = picture.sequence()?;
-    let range = if picture.full_range()? {
+    let range = if sequence.color_range != 0 {
         YuvRange::Full
     } else {
         YuvRange::Limited
     };
     let layout = picture.0.p.layout;
-    let mut rgb = vec![0u8; width * height * 3];
+    let channels = if rgba { 4 } else { 3 };
+    let mut out = vec![0u8; width * height * channels];
     let (w, h) = (width as u32, height as u32);
-    let stride = w * 3;
+    let stride = w * channels as u32;
     let failed = |e: yuv::YuvError| ThumbnailError::Decode(format!("AVIF colours: {e}"));
     let y = picture.plane(0, width, height)?;
     if layout == DAV1D_PIXEL_LAYOUT_I400 {
@@ -383,13 +398,27 @@ fn to_rgb(picture: &Picture, width: usize, height: usize) -> Result<Vec<u8>, Thu
             height: h,
         };
         let matrix = matrix(sequence.mtrx).unwrap_or(YuvStandardMatrix::Bt601);
-        yuv::yuv400_to_rgb(&gray, &mut rgb, stride, range, matrix).map_err(failed)?;
-        return Ok(rgb);
+        let convert = if rgba {
+            yuv::yuv400_to_rgba
+        } else {
+            yuv::yuv400_to_rgb
+        };
+        convert(&gray, &mut out, stride, range, matrix).map_err(failed)?;
+        return Ok(out);
     }
-    let (cw, ch) = match layout {
-        DAV1D_PIXEL_LAYOUT_I420 => (width.div_ceil(2), height.div_ceil(2)),
-        DAV1D_PIXEL_LAYOUT_I422 => (width.div_ceil(2), height),
-        DAV1D_PIXEL_LAYOUT_I444 => (width, height),
+    let [i420, i422, i444]: [Convert; 3] = if rgba {
+        [
+            yuv::yuv420_to_rgba,
+            yuv::yuv422_to_rgba,
+            yuv::yuv444_to_rgba,
+        ]
+    } else {
+        [yuv::yuv420_to_rgb, yuv::yuv422_to_rgb, yuv::yuv444_to_rgb]
+    };
+    let (convert, (cw, ch)) = match layout {
+        DAV1D_PIXEL_LAYOUT_I420 => (i420, (width.div_ceil(2), height.div_ceil(2))),
+        DAV1D_PIXEL_LAYOUT_I422 => (i422, (width.div_ceil(2), height)),
+        DAV1D_PIXEL_LAYOUT_I444 => (i444, (width, height)),
         _ => return Err(ThumbnailError::Unsupported),
     };
     let (u, v) = (picture.plane(1, cw, ch)?, picture.plane(2, cw, ch)?);
@@ -408,17 +437,17 @@ fn to_rgb(picture: &Picture, width: usize, height: usize) -> Result<Vec<u8>, Thu
         if layout != DAV1D_PIXEL_LAYOUT_I444 {
             return Err(ThumbnailError::Unsupported);
         }
-        yuv::gbr_to_rgb(&planar, &mut rgb, stride, range).map_err(failed)?;
-        return Ok(rgb);
+        let convert = if rgba {
+            yuv::gbr_to_rgba
+        } else {
+            yuv::gbr_to_rgb
+        };
+        convert(&planar, &mut out, stride, range).map_err(failed)?;
+        return Ok(out);
     }
     let matrix = matrix(sequence.mtrx).ok_or(ThumbnailError::Unsupported)?;
-    match layout {
-        DAV1D_PIXEL_LAYOUT_I420 => yuv::yuv420_to_rgb(&planar, &mut rgb, stride, range, matrix),
-        DAV1D_PIXEL_LAYOUT_I422 => yuv::yuv422_to_rgb(&planar, &mut rgb, stride, range, matrix),
-        _ => yuv::yuv444_to_rgb(&planar, &mut rgb, stride, range, matrix),
-    }
-    .map_err(failed)?;
-    Ok(rgb)
+    convert(&planar, &mut out, stride, range, matrix).map_err(failed)?;
+    Ok(out)
 }
 
 #[cfg(test)]
